@@ -1,0 +1,22 @@
+#!/bin/sh
+# Installs the Debian packages Postern's build, tests and demo need, and only
+# when one is missing, so a second `make check` costs nothing here.
+set -e
+PKGS="build-essential pkg-config libssl-dev libev-dev libconfig-dev \
+libcrypt-dev libcmocka-dev openssl curl python3 python3-pytest \
+dovecot-imapd dovecot-pop3d dovecot-submissiond whois"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# Installing Dovecot must not start the system's own instance: the tests and
+# the demo run private instances on loopback ports.
+$SUDO apt-get install -y -qq -o Dpkg::Options::=--force-confdef \
+	-o Dpkg::Options::=--force-confold $missing

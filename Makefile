@@ -1,0 +1,92 @@
+# Postern: GNU make build. `make` builds ./postern; see README.md for targets.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+
+PKGS     := openssl libconfig
+WARN     := -Wall -Wextra -Werror -Wformat=2 -Werror=format-security \
+            -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
+            -Wvla -Wno-unused-parameter
+CSTD     := -std=c11 -D_GNU_SOURCE
+CFLAGS   ?= -O2 -g
+CPPFLAGS += -Iinclude
+ALLCFLAGS = $(CSTD) $(WARN) $(CFLAGS) -fno-strict-aliasing \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lcrypt -lpthread
+
+SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all \
+            -fno-omit-frame-pointer
+
+SRCS     := $(wildcard proxy/*.c)
+# Modules with no event loop or socket in them: unit tests link these.
+PURE     := imap_parse sasl users
+OBJS      = $(SRCS:proxy/%.c=build/obj/%.o)
+ASAN_OBJS = $(SRCS:proxy/%.c=build/asan/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/unit/%)
+UNIT_ASAN := $(UNIT_SRCS:tests/unit/%.c=build/unit-asan/%)
+HDRS     := $(wildcard include/*.h)
+
+.PHONY: all asan unit integration check demo deps install clean format lint bench
+all: postern
+
+postern: $(OBJS)
+	$(CC) $(ALLCFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+asan: build/postern-asan
+build/postern-asan: $(ASAN_OBJS)
+	$(CC) $(ALLCFLAGS) $(SAN) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+build/obj/%.o: proxy/%.c $(HDRS) | build/obj
+	$(CC) $(ALLCFLAGS) $(CPPFLAGS) -c -o $@ $<
+build/asan/%.o: proxy/%.c $(HDRS) | build/asan
+	$(CC) $(ALLCFLAGS) $(SAN) $(CPPFLAGS) -c -o $@ $<
+
+build/unit/test_%: tests/unit/test_%.c $(PURE:%=build/obj/%.o) $(HDRS) | build/unit
+	$(CC) $(ALLCFLAGS) $(CPPFLAGS) -o $@ $< $(PURE:%=build/obj/%.o) -lcmocka $(LDLIBS)
+build/unit-asan/test_%: tests/unit/test_%.c $(PURE:%=build/asan/%.o) $(HDRS) | build/unit-asan
+	$(CC) $(ALLCFLAGS) $(SAN) $(CPPFLAGS) -o $@ $< $(PURE:%=build/asan/%.o) -lcmocka $(LDLIBS)
+
+build/obj build/asan build/unit build/unit-asan:
+	mkdir -p $@
+
+# Unit tests run twice: optimised, and under ASan+UBSan.
+unit: $(UNIT_BINS) $(UNIT_ASAN)
+	@set -e; for t in $^; do echo "== $$t"; ./$$t; done
+
+# Integration tests drive the sanitizer build against real servers.
+integration: postern build/postern-asan
+	POSTERN_BIN=$(CURDIR)/build/postern-asan $(PYTHON) -m pytest -q -ra tests/integration
+
+deps:
+	@./.ci/deps.sh
+
+check: deps
+	$(MAKE) all asan
+	$(MAKE) unit
+	$(MAKE) integration
+
+demo: deps
+	$(MAKE) all
+	@./etc/demo.sh
+
+bench: deps
+	$(MAKE) all
+	$(PYTHON) tests/bench/run.py
+
+install: postern
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/etc/postern
+	install -m 0755 postern $(DESTDIR)$(PREFIX)/sbin/postern
+	install -m 0644 etc/postern.conf $(DESTDIR)$(PREFIX)/etc/postern/postern.conf.sample
+
+format:
+	clang-format -i proxy/*.c include/*.h tests/unit/*.c
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr -Iinclude proxy
+
+clean:
+	rm -rf build postern

@@ -1,0 +1,131 @@
+/*
+ * config: a libconfig file turned into one immutable, reference-counted
+ * snapshot of plain structs. Validation happens here, once: every error names
+ * the file, the line and the setting's path. Runtime code never touches
+ * libconfig; a session holds the snapshot it started with.
+ */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "users.h"
+
+#define CONF_NAME_MAX 64
+
+enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
+enum proto { PROTO_IMAP };
+enum backend_auth { BACKEND_AUTH_PLAIN, BACKEND_AUTH_LOGIN };
+
+struct sockaddr_any {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+struct limits {
+	unsigned line_max;
+	unsigned literal_max;
+	unsigned bad_commands;
+	double handshake_timeout;
+	double auth_timeout;
+	double idle_timeout;
+	double auth_fail_delay; /* seconds */
+	unsigned connections_max;
+	unsigned connections_per_ip;
+};
+
+struct backend {
+	char name[CONF_NAME_MAX];
+	char host[256];
+	struct sockaddr_any imap; /* resolved at load; port 0 when unset */
+	enum tls_mode tls;
+	bool verify;
+	char *ca_file;
+	char *server_name; /* SNI and the name verified; default host */
+	enum backend_auth auth;
+	char *master_user;
+	char *master_password;
+	bool trusted; /* forward the client's address and ID fields */
+	double connect_timeout;
+	double login_timeout;
+	SSL_CTX *ssl_ctx; /* client context when tls != none */
+};
+
+struct pool {
+	char name[CONF_NAME_MAX];
+	unsigned nmembers;
+	unsigned *members; /* indexes into config.backends */
+};
+
+struct listener_conf {
+	enum proto proto;
+	char address[128];
+	struct sockaddr_any addr;
+	enum tls_mode tls;
+	bool require_tls;
+	int backend; /* index, or -1 */
+	int pool;    /* index, or -1 */
+};
+
+struct tls_cert {
+	char *cert;
+	char *key;
+	SSL_CTX *ctx;
+};
+
+struct config {
+	int refs; /* atomic */
+	char *path;
+	unsigned workers;
+	double shutdown_grace;
+	int log_level;
+	bool log_syslog;
+	struct limits limits;
+
+	struct tls_cert *certs;
+	unsigned ncerts;
+	int tls_min_version;
+	char *ciphers;
+	char *ciphersuites;
+
+	char *users_path;
+	unsigned verifier_threads;
+	struct users users;
+
+	struct backend *backends;
+	unsigned nbackends;
+	struct pool *pools;
+	unsigned npools;
+	struct listener_conf *listeners;
+	unsigned nlisteners;
+
+	char *imap_greeting;
+};
+
+/*
+ * Load and validate path. On any error every error is written to errs as
+ * "file:line: setting: message" and NULL is returned.
+ */
+struct config *config_load(const char *path, FILE *errs);
+struct config *config_ref(struct config *c);
+void config_unref(struct config *c);
+
+int config_backend_index(const struct config *c, const char *name);
+int config_pool_index(const struct config *c, const char *name);
+
+/* "127.0.0.1:993", "[::1]:993", "*:993" -> sockaddr. 0 or -1. */
+int config_parse_address(const char *s, struct sockaddr_any *out);
+
+const char *tls_mode_name(enum tls_mode m);
+
+/* The snapshot for new sessions (a new reference), and its replacement. */
+struct config *config_current(void);
+void config_set_current(struct config *c);
+/* A reload keeps the listening sockets: same addresses and workers. */
+bool config_same_listeners(const struct config *a, const struct config *b);
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * session: what every protocol shares for one client connection: lifecycle
+ * (new, close, deferred free), the pre-auth input buffer and its limits, the
+ * timers, and the hand-off from credentials to directory, router, upstream
+ * and relay. Protocol dialogue lives in the protocol's own file (imap.c),
+ * reached through struct proto_ops.
+ */
+#ifndef POSTERN_SESSION_H
+#define POSTERN_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+
+#include <ev.h>
+
+#include "config.h"
+#include "conn.h"
+
+struct worker;
+struct session;
+struct upstream;
+
+enum session_phase {
+	SP_HANDSHAKE, /* implicit TLS handshake */
+	SP_PREAUTH,   /* the protocol's pre-authentication dialogue */
+	SP_AUTH,      /* directory and backend login under way */
+	SP_RELAY,     /* bytes both ways */
+	SP_CLOSED,
+};
+
+enum auth_result {
+	AUTH_OK,
+	AUTH_FAIL,     /* bad credentials: the same for unknown user */
+	AUTH_TEMPFAIL, /* directory or backend unavailable */
+};
+
+#define CRED_MAX 256
+#define CLIENT_ID_MAX 1024
+
+struct credentials {
+	char user[CRED_MAX + 1];
+	char pass[CRED_MAX + 1];
+};
+
+/* What a backend dialogue needs to log in for the user. */
+struct login_req {
+	const char *user;
+	const char *pass;
+	const char *client_ip;
+	unsigned client_port;
+	const char *local_ip;
+	unsigned local_port;
+	const char *client_id; /* client's ID fields, quoted, or "" */
+	uint64_t sid;
+};
+
+/* The protocol's side of a session; one table per protocol. */
+struct proto_ops {
+	const char *name;
+	const char *alpn;
+	void (*greet)(struct session *s);
+	/* Parse and answer what is in s->in; called when bytes arrive. */
+	void (*input)(struct session *s);
+	/* The outcome of session_authenticate(); caps on success. */
+	void (*auth_done)(struct session *s, enum auth_result r,
+	                  const char *caps);
+	/* Pre-auth time is up, or the server is shutting down. */
+	void (*bye)(struct session *s, const char *why);
+	/* Per-session protocol state: allocated with the session. */
+	size_t state_size;
+};
+
+struct session {
+	uint64_t id;
+	unsigned slot;
+	struct worker *w;
+	struct config *cfg;
+	const struct listener_conf *lc;
+	const struct proto_ops *proto;
+	enum session_phase phase;
+	struct conn client;
+	struct upstream *up;
+	ev_timer timer;
+	ev_tstamp started;
+	ev_tstamp deadline; /* pre-auth: absolute end of the auth phase */
+	ev_tstamp last_activity;
+
+	struct sockaddr_any peer;
+	char peer_ip[INET6_ADDRSTRLEN];
+	unsigned peer_port;
+	char local_ip[INET6_ADDRSTRLEN];
+	unsigned local_port;
+	bool tls;      /* TLS is active towards the client */
+
+	/* pre-auth input, freed when the relay starts */
+	char *in;
+	size_t inlen, incap;
+	unsigned bad_commands;
+
+	struct credentials *creds; /* while auth is in progress */
+	struct login_req req;
+	char user[CRED_MAX * 4 + 8]; /* quoted for logs */
+	char client_id[CLIENT_ID_MAX]; /* client's ID fields, already quoted */
+	const struct backend *backend;
+
+	/* relay */
+	unsigned client_eof : 1, backend_eof : 1;
+	unsigned close_on_drain : 1;
+	unsigned fail_pending : 1; /* timer runs the failure delay */
+	enum auth_result fail_result;
+	const char *close_reason;
+	struct session *next_zombie;
+	void *proto_state;
+};
+
+/* Accept path: takes ownership of fd. */
+void session_new(struct worker *w, struct config *cfg,
+                 const struct listener_conf *lc, int fd,
+                 const struct sockaddr_any *peer);
+
+/* Idempotent logical end: stop timers, wipe secrets, log once. */
+void session_close(struct session *s, const char *reason);
+/* Called by the worker once the loop iteration is over. */
+void session_free(struct session *s);
+
+/* Queue a reply to the client; closes the session if that fails. */
+int session_reply(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Drop n bytes from the front of s->in. */
+void session_consume(struct session *s, size_t n);
+
+/* Start TLS towards the client (STARTTLS); pending input is discarded. */
+void session_starttls(struct session *s);
+
+/*
+ * Begin authentication with the credentials in s->creds (the protocol has
+ * filled them). The protocol's auth_done follows, after the failure delay
+ * for AUTH_FAIL. Secrets are wiped when it returns.
+ */
+void session_authenticate(struct session *s);
+
+/* After the protocol answered a successful login: relay from now on. */
+void session_start_relay(struct session *s);
+
+/* The directory's verdict arrives here (matched by slot and id). */
+void session_verdict(struct session *s, enum auth_result r, const char *host,
+                     const char *canonical);
+
+/* Counted bad commands; true when the limit is reached (caller says BYE). */
+bool session_bad_command(struct session *s);
+
+void session_wipe_creds(struct session *s);
+
+extern const struct proto_ops imap_proto;
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * upstream: one backend connection as an object of its own: connect, TLS
+ * (implicit or STARTTLS), the protocol's backend login dialogue, timeouts.
+ * A session borrows it for its life; the pooling work keeps it past that.
+ * The protocol-specific dialogue is in imap_upstream.c behind
+ * struct upstream_ops; this file knows no protocol.
+ */
+#ifndef POSTERN_UPSTREAM_H
+#define POSTERN_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "conn.h"
+#include "session.h"
+
+#define UP_LINE_MAX 8192
+
+struct upstream;
+
+typedef void upstream_done_cb(struct upstream *u, enum auth_result r,
+                              const char *detail);
+
+struct upstream_ops {
+	/* Called for each complete line from the backend (CRLF stripped). */
+	void (*line)(struct upstream *u, const char *line, size_t len);
+	/* After a STARTTLS handshake towards the backend. */
+	void (*tls_ready)(struct upstream *u);
+	/* Release what the dialogue holds (wipes pending secrets). */
+	void (*cleanup)(struct upstream *u);
+	size_t state_size;
+};
+
+struct upstream {
+	struct conn c;
+	const struct backend *b;
+	const struct upstream_ops *ops;
+	const struct login_req *req;
+	upstream_done_cb *done;
+	void *owner;
+	ev_timer timer;
+	char *rbuf; /* line buffer during login, UP_LINE_MAX */
+	size_t rlen;
+	size_t skip; /* bytes of a backend literal still to skip */
+	bool finished;
+	char caps[2048]; /* backend capabilities after login */
+	void *state;
+};
+
+/* Connect to b and log in; done is called exactly once (unless freed). */
+struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
+                                const struct login_req *req,
+                                upstream_done_cb *done, void *owner);
+
+int upstream_send(struct upstream *u, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void upstream_starttls(struct upstream *u);
+/* End of the login dialogue: cancel timers, report r to the owner. */
+void upstream_finish(struct upstream *u, enum auth_result r,
+                     const char *detail);
+/*
+ * Bytes the backend sent after the login reply, to be relayed first; the
+ * line buffer is released by upstream_release_buffer().
+ */
+const char *upstream_leftover(struct upstream *u, size_t *len);
+void upstream_release_buffer(struct upstream *u);
+void upstream_free(struct upstream *u);
+
+extern const struct upstream_ops imap_upstream_ops;
+
+#endif

@@ -1,0 +1,778 @@
+/*
+ * config: reads the libconfig file, checks every setting against the schema
+ * below (unknown names are errors, not ignored), resolves names and paths,
+ * and produces a struct config. It reports all errors in one pass, each as
+ * "file:line: setting.path: message". It never runs after start-up or reload.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <pthread.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "tls.h"
+
+struct cctx {
+	const char *file;
+	char *dir;
+	FILE *errs;
+	int nerr;
+};
+
+static void setting_path(const config_setting_t *s, char *out, size_t size)
+{
+	char tmp[256];
+	const config_setting_t *p = config_setting_parent(s);
+
+	if (!p || config_setting_is_root(s)) {
+		out[0] = '\0';
+		return;
+	}
+	setting_path(p, out, size);
+	if (config_setting_name(s))
+		snprintf(tmp, sizeof(tmp), "%s%s", out[0] ? "." : "",
+		         config_setting_name(s));
+	else
+		snprintf(tmp, sizeof(tmp), "[%d]", config_setting_index(s));
+	strncat(out, tmp, size - strlen(out) - 1);
+}
+
+static void cerr(struct cctx *c, const config_setting_t *s, const char *fmt,
+                 ...) __attribute__((format(printf, 3, 4)));
+static void cerr(struct cctx *c, const config_setting_t *s, const char *fmt,
+                 ...)
+{
+	char path[256] = "";
+	va_list ap;
+	const char *file = c->file;
+	int line = 0;
+
+	if (s) {
+		setting_path(s, path, sizeof(path));
+		line = config_setting_source_line(s);
+		if (config_setting_source_file(s))
+			file = config_setting_source_file(s);
+	}
+	fprintf(c->errs, "%s:%d: %s: ", file, line, path[0] ? path : "(top)");
+	va_start(ap, fmt);
+	vfprintf(c->errs, fmt, ap);
+	va_end(ap);
+	fputc('\n', c->errs);
+	c->nerr++;
+}
+
+/* Every name in group must appear in allowed (NULL-terminated). */
+static void check_keys(struct cctx *c, const config_setting_t *g,
+                       const char *const *allowed)
+{
+	int n = config_setting_length(g);
+
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(g, i);
+		const char *name = config_setting_name(e);
+		int ok = 0;
+		for (const char *const *a = allowed; *a && !ok; a++)
+			ok = name && strcmp(name, *a) == 0;
+		if (!ok)
+			cerr(c, e, "unknown setting");
+	}
+}
+
+static const config_setting_t *get_group(struct cctx *c,
+                                         const config_setting_t *g,
+                                         const char *name)
+{
+	const config_setting_t *s = config_setting_get_member(g, name);
+
+	if (s && !config_setting_is_group(s)) {
+		cerr(c, s, "must be a group { ... }");
+		return NULL;
+	}
+	return s;
+}
+
+static const char *get_str(struct cctx *c, const config_setting_t *g,
+                           const char *name, int required)
+{
+	const config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
+
+	if (!s) {
+		if (required)
+			cerr(c, g, "missing required setting '%s'", name);
+		return NULL;
+	}
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		cerr(c, s, "must be a string");
+		return NULL;
+	}
+	return config_setting_get_string(s);
+}
+
+static char *dup_str(struct cctx *c, const config_setting_t *g,
+                     const char *name, int required)
+{
+	const char *v = get_str(c, g, name, required);
+	return v ? strdup(v) : NULL;
+}
+
+static void get_uint(struct cctx *c, const config_setting_t *g,
+                     const char *name, unsigned min, unsigned max,
+                     unsigned *out)
+{
+	const config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
+	long long v;
+
+	if (!s)
+		return;
+	if (config_setting_type(s) != CONFIG_TYPE_INT &&
+	    config_setting_type(s) != CONFIG_TYPE_INT64) {
+		cerr(c, s, "must be an integer");
+		return;
+	}
+	v = config_setting_get_int64(s);
+	if (v < min || v > max) {
+		cerr(c, s, "must be between %u and %u", min, max);
+		return;
+	}
+	*out = (unsigned)v;
+}
+
+static void get_double(struct cctx *c, const config_setting_t *g,
+                       const char *name, double min, double max, double *out)
+{
+	const config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
+	double v;
+
+	if (!s)
+		return;
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		v = (double)config_setting_get_int64(s);
+		break;
+	case CONFIG_TYPE_FLOAT:
+		v = config_setting_get_float(s);
+		break;
+	default:
+		cerr(c, s, "must be a number");
+		return;
+	}
+	if (v < min || v > max) {
+		cerr(c, s, "must be between %g and %g", min, max);
+		return;
+	}
+	*out = v;
+}
+
+static void get_bool(struct cctx *c, const config_setting_t *g,
+                     const char *name, bool *out)
+{
+	const config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
+
+	if (!s)
+		return;
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+		cerr(c, s, "must be true or false");
+		return;
+	}
+	*out = config_setting_get_bool(s);
+}
+
+/* Match a string setting against a list of names; returns index or dflt. */
+static int get_enum(struct cctx *c, const config_setting_t *g,
+                    const char *name, const char *const *names, int dflt)
+{
+	const char *v = get_str(c, g, name, 0);
+
+	if (!v)
+		return dflt;
+	for (int i = 0; names[i]; i++)
+		if (strcmp(v, names[i]) == 0)
+			return i;
+	cerr(c, config_setting_get_member(g, name), "unknown value \"%s\"", v);
+	return dflt;
+}
+
+/* A relative path is relative to the configuration file's directory. */
+static char *get_path(struct cctx *c, const config_setting_t *g,
+                      const char *name, int required, int must_exist)
+{
+	const char *v = get_str(c, g, name, required);
+	char *p;
+
+	if (!v)
+		return NULL;
+	if (v[0] == '/' || !c->dir[0]) {
+		p = strdup(v);
+	} else if (asprintf(&p, "%s/%s", c->dir, v) < 0) {
+		p = NULL;
+	}
+	if (p && must_exist && access(p, R_OK) != 0)
+		cerr(c, config_setting_get_member(g, name), "cannot read %s: %s",
+		     p, strerror(errno));
+	return p;
+}
+
+static void copy_name(struct cctx *c, const config_setting_t *g,
+                      char *out, size_t size)
+{
+	const char *v = get_str(c, g, "name", 1);
+
+	if (!v)
+		return;
+	if (!v[0] || strlen(v) >= size || strpbrk(v, " \t\r\n\"\\"))
+		cerr(c, config_setting_get_member(g, "name"),
+		     "a name is 1 to %zu characters without spaces or quotes",
+		     size - 1);
+	else
+		strcpy(out, v);
+}
+
+int config_parse_address(const char *s, struct sockaddr_any *out)
+{
+	char host[128];
+	const char *colon, *h = host;
+	struct addrinfo hints, *res = NULL;
+	size_t hl;
+
+	if (s[0] == '[') {
+		const char *end = strchr(s, ']');
+		if (!end || end[1] != ':')
+			return -1;
+		hl = (size_t)(end - s - 1);
+		colon = end + 1;
+		s++;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -1;
+		hl = (size_t)(colon - s);
+	}
+	if (hl >= sizeof(host))
+		return -1;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (strcmp(host, "*") == 0 || !host[0])
+		h = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if (getaddrinfo(h, colon + 1, &hints, &res) != 0 || !res)
+		return -1;
+	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+	out->len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* Resolve host and port at load time: no DNS ever runs on an event loop. */
+static int resolve(const char *host, unsigned port, struct sockaddr_any *out)
+{
+	struct addrinfo hints, *res = NULL;
+	char ps[16];
+
+	snprintf(ps, sizeof(ps), "%u", port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if (getaddrinfo(host, ps, &hints, &res) != 0 || !res)
+		return -1;
+	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+	out->len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+const char *tls_mode_name(enum tls_mode m)
+{
+	static const char *const n[] = {"none", "starttls", "implicit"};
+	return n[m];
+}
+
+static const char *const tls_modes[] = {"none", "starttls", "implicit", NULL};
+
+static void load_limits(struct cctx *c, struct config *cf,
+                        const config_setting_t *root)
+{
+	static const char *const keys[] = {
+	    "line_max", "literal_max", "bad_commands", "handshake_timeout",
+	    "auth_timeout", "idle_timeout", "auth_fail_delay",
+	    "connections_max", "connections_per_ip", NULL};
+	const config_setting_t *g = get_group(c, root, "limits");
+	struct limits *l = &cf->limits;
+	unsigned delay_ms = 1000;
+
+	l->line_max = 8192;
+	l->literal_max = 8192;
+	l->bad_commands = 5;
+	l->handshake_timeout = 10;
+	l->auth_timeout = 60;
+	l->idle_timeout = 1800;
+	l->connections_max = 10000;
+	l->connections_per_ip = 100;
+	if (g) {
+		check_keys(c, g, keys);
+		get_uint(c, g, "line_max", 512, 1 << 20, &l->line_max);
+		get_uint(c, g, "literal_max", 256, 1 << 20, &l->literal_max);
+		get_uint(c, g, "bad_commands", 1, 1000, &l->bad_commands);
+		get_double(c, g, "handshake_timeout", 0.1, 3600,
+		           &l->handshake_timeout);
+		get_double(c, g, "auth_timeout", 0.1, 3600, &l->auth_timeout);
+		get_double(c, g, "idle_timeout", 1, 86400 * 7, &l->idle_timeout);
+		get_uint(c, g, "auth_fail_delay", 0, 60000, &delay_ms);
+		get_uint(c, g, "connections_max", 1, 10000000,
+		         &l->connections_max);
+		get_uint(c, g, "connections_per_ip", 1, 10000000,
+		         &l->connections_per_ip);
+	}
+	l->auth_fail_delay = delay_ms / 1000.0;
+}
+
+static void load_log(struct cctx *c, struct config *cf,
+                     const config_setting_t *root)
+{
+	static const char *const keys[] = {"level", "syslog", NULL};
+	static const char *const levels[] = {"debug", "info", "warn", "error",
+	                                     NULL};
+	const config_setting_t *g = get_group(c, root, "log");
+
+	cf->log_level = LOG_LVL_INFO;
+	if (!g)
+		return;
+	check_keys(c, g, keys);
+	cf->log_level = get_enum(c, g, "level", levels, LOG_LVL_INFO);
+	get_bool(c, g, "syslog", &cf->log_syslog);
+}
+
+static void load_tls(struct cctx *c, struct config *cf,
+                     const config_setting_t *root)
+{
+	static const char *const keys[] = {"certificates", "min_version",
+	                                   "ciphers", "ciphersuites", NULL};
+	static const char *const ckeys[] = {"cert", "key", NULL};
+	static const char *const versions[] = {"TLSv1.2", "TLSv1.3", NULL};
+	const config_setting_t *g = get_group(c, root, "tls"), *l;
+	int n;
+
+	cf->tls_min_version = TLS1_2_VERSION;
+	if (!g)
+		return;
+	check_keys(c, g, keys);
+	cf->tls_min_version = get_enum(c, g, "min_version", versions, 0) == 1
+	                          ? TLS1_3_VERSION
+	                          : TLS1_2_VERSION;
+	cf->ciphers = dup_str(c, g, "ciphers", 0);
+	cf->ciphersuites = dup_str(c, g, "ciphersuites", 0);
+	l = config_setting_get_member(g, "certificates");
+	if (!l)
+		return;
+	if (!config_setting_is_list(l) || config_setting_length(l) == 0) {
+		cerr(c, l, "must be a non-empty list ( { cert = ...; key = ...; } )");
+		return;
+	}
+	n = config_setting_length(l);
+	cf->certs = calloc((size_t)n, sizeof(*cf->certs));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(l, i);
+		if (!config_setting_is_group(e)) {
+			cerr(c, e, "must be a group { cert = ...; key = ...; }");
+			continue;
+		}
+		check_keys(c, e, ckeys);
+		cf->certs[cf->ncerts].cert = get_path(c, e, "cert", 1, 1);
+		cf->certs[cf->ncerts].key = get_path(c, e, "key", 1, 1);
+		cf->ncerts++;
+	}
+}
+
+static void load_directory(struct cctx *c, struct config *cf,
+                           const config_setting_t *root)
+{
+	static const char *const keys[] = {"type", "path", "verifier_threads",
+	                                   NULL};
+	static const char *const types[] = {"file", NULL};
+	const config_setting_t *g = get_group(c, root, "directory");
+	char errbuf[4096];
+
+	cf->verifier_threads = 2;
+	if (!g) {
+		cerr(c, root, "missing required group 'directory'");
+		return;
+	}
+	check_keys(c, g, keys);
+	get_enum(c, g, "type", types, 0);
+	get_uint(c, g, "verifier_threads", 1, 64, &cf->verifier_threads);
+	cf->users_path = get_path(c, g, "path", 1, 1);
+	if (!cf->users_path || access(cf->users_path, R_OK) != 0)
+		return;
+	if (users_load(cf->users_path, &cf->users, errbuf, sizeof(errbuf)) < 0) {
+		fputs(errbuf, c->errs);
+		if (errbuf[0] && errbuf[strlen(errbuf) - 1] != '\n')
+			fputc('\n', c->errs);
+		c->nerr++;
+	}
+}
+
+static void load_backend(struct cctx *c, const config_setting_t *e,
+                         struct backend *b)
+{
+	static const char *const keys[] = {
+	    "name", "host", "imap", "tls", "verify", "ca_file", "server_name",
+	    "auth", "master_user", "master_password", "trusted",
+	    "connect_timeout", "login_timeout", NULL};
+	static const char *const auths[] = {"plain", "login", NULL};
+	const char *host;
+	unsigned port = 0;
+
+	check_keys(c, e, keys);
+	copy_name(c, e, b->name, sizeof(b->name));
+	host = get_str(c, e, "host", 1);
+	if (host)
+		snprintf(b->host, sizeof(b->host), "%s", host);
+	b->tls = get_enum(c, e, "tls", tls_modes, TLS_MODE_NONE);
+	b->verify = true;
+	get_bool(c, e, "verify", &b->verify);
+	b->ca_file = get_path(c, e, "ca_file", 0, 1);
+	b->server_name = dup_str(c, e, "server_name", 0);
+	b->auth = get_enum(c, e, "auth", auths, BACKEND_AUTH_PLAIN);
+	b->master_user = dup_str(c, e, "master_user", 0);
+	b->master_password = dup_str(c, e, "master_password", 0);
+	if (!b->master_user != !b->master_password)
+		cerr(c, e, "master_user and master_password go together");
+	get_bool(c, e, "trusted", &b->trusted);
+	b->connect_timeout = 5;
+	b->login_timeout = 15;
+	get_double(c, e, "connect_timeout", 0.1, 600, &b->connect_timeout);
+	get_double(c, e, "login_timeout", 0.1, 600, &b->login_timeout);
+	get_uint(c, e, "imap", 1, 65535, &port);
+	if (!port)
+		cerr(c, e, "backend has no port: set imap = PORT");
+	else if (host && resolve(host, port, &b->imap) < 0)
+		cerr(c, config_setting_get_member(e, "host"),
+		     "cannot resolve \"%s\"", host);
+}
+
+static void load_backends(struct cctx *c, struct config *cf,
+                          const config_setting_t *root)
+{
+	const config_setting_t *l = config_setting_get_member(root, "backends");
+	int n;
+
+	if (!l || !config_setting_is_list(l) || !config_setting_length(l)) {
+		cerr(c, l ? l : root, "'backends' must be a non-empty list");
+		return;
+	}
+	n = config_setting_length(l);
+	cf->backends = calloc((size_t)n, sizeof(*cf->backends));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(l, i);
+		if (!config_setting_is_group(e)) {
+			cerr(c, e, "must be a group { name = ...; host = ...; }");
+			continue;
+		}
+		load_backend(c, e, &cf->backends[cf->nbackends]);
+		if (cf->backends[cf->nbackends].name[0] &&
+		    config_backend_index(cf, cf->backends[cf->nbackends].name) >= 0)
+			cerr(c, e, "duplicate backend name \"%s\"",
+			     cf->backends[cf->nbackends].name);
+		cf->nbackends++;
+	}
+}
+
+static void load_pool(struct cctx *c, struct config *cf,
+                      const config_setting_t *e, struct pool *p)
+{
+	static const char *const keys[] = {"name", "members", NULL};
+	const config_setting_t *m;
+	int n;
+
+	check_keys(c, e, keys);
+	copy_name(c, e, p->name, sizeof(p->name));
+	m = config_setting_get_member(e, "members");
+	if (!m || !config_setting_is_array(m) || !config_setting_length(m)) {
+		cerr(c, m ? m : e, "members must be a non-empty array [ ... ]");
+		return;
+	}
+	n = config_setting_length(m);
+	p->members = calloc((size_t)n, sizeof(*p->members));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *x = config_setting_get_elem(m, i);
+		const char *name = config_setting_get_string(x);
+		int bi = name ? config_backend_index(cf, name) : -1;
+		if (bi < 0)
+			cerr(c, x, "no backend named \"%s\"", name ? name : "?");
+		else
+			p->members[p->nmembers++] = (unsigned)bi;
+	}
+}
+
+static void load_pools(struct cctx *c, struct config *cf,
+                       const config_setting_t *root)
+{
+	const config_setting_t *l = config_setting_get_member(root, "pools");
+	int n;
+
+	if (!l)
+		return;
+	if (!config_setting_is_list(l)) {
+		cerr(c, l, "'pools' must be a list ( { ... } )");
+		return;
+	}
+	n = config_setting_length(l);
+	cf->pools = calloc((size_t)n + 1, sizeof(*cf->pools));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(l, i);
+		struct pool *p = &cf->pools[cf->npools];
+		if (!config_setting_is_group(e)) {
+			cerr(c, e, "must be a group { name = ...; members = [...]; }");
+			continue;
+		}
+		load_pool(c, cf, e, p);
+		if (p->name[0] && (config_pool_index(cf, p->name) >= 0 ||
+		                   config_backend_index(cf, p->name) >= 0))
+			cerr(c, e, "duplicate name \"%s\"", p->name);
+		cf->npools++;
+	}
+}
+
+static void load_listener(struct cctx *c, struct config *cf,
+                          const config_setting_t *e, struct listener_conf *li)
+{
+	static const char *const keys[] = {"protocol", "address", "tls",
+	                                   "require_tls", "backend", "pool", NULL};
+	static const char *const protos[] = {"imap", NULL};
+	const char *addr, *bname, *pname;
+
+	check_keys(c, e, keys);
+	if (!get_str(c, e, "protocol", 1))
+		cerr(c, e, "protocol is required");
+	li->proto = get_enum(c, e, "protocol", protos, PROTO_IMAP);
+	li->tls = get_enum(c, e, "tls", tls_modes, TLS_MODE_NONE);
+	get_bool(c, e, "require_tls", &li->require_tls);
+	if (li->require_tls && li->tls != TLS_MODE_STARTTLS)
+		cerr(c, config_setting_get_member(e, "require_tls"),
+		     "require_tls applies to tls = \"starttls\" listeners only");
+	addr = get_str(c, e, "address", 1);
+	if (addr) {
+		snprintf(li->address, sizeof(li->address), "%s", addr);
+		if (config_parse_address(addr, &li->addr) < 0)
+			cerr(c, config_setting_get_member(e, "address"),
+			     "bad address \"%s\" (want HOST:PORT, [V6]:PORT or *:PORT)",
+			     addr);
+	}
+	bname = get_str(c, e, "backend", 0);
+	pname = get_str(c, e, "pool", 0);
+	li->backend = bname ? config_backend_index(cf, bname) : -1;
+	li->pool = pname ? config_pool_index(cf, pname) : -1;
+	if (bname && li->backend < 0)
+		cerr(c, config_setting_get_member(e, "backend"),
+		     "no backend named \"%s\"", bname);
+	if (pname && li->pool < 0)
+		cerr(c, config_setting_get_member(e, "pool"),
+		     "no pool named \"%s\"", pname);
+	if (bname && pname)
+		cerr(c, e, "name a backend or a pool, not both");
+	if (li->tls != TLS_MODE_NONE && cf->ncerts == 0)
+		cerr(c, e, "a TLS listener needs tls.certificates");
+}
+
+static void load_listeners(struct cctx *c, struct config *cf,
+                           const config_setting_t *root)
+{
+	const config_setting_t *l = config_setting_get_member(root, "listeners");
+	int n;
+
+	if (!l || !config_setting_is_list(l) || !config_setting_length(l)) {
+		cerr(c, l ? l : root, "'listeners' must be a non-empty list");
+		return;
+	}
+	n = config_setting_length(l);
+	cf->listeners = calloc((size_t)n, sizeof(*cf->listeners));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(l, i);
+		if (!config_setting_is_group(e)) {
+			cerr(c, e, "must be a group { protocol = ...; ... }");
+			continue;
+		}
+		load_listener(c, cf, e, &cf->listeners[cf->nlisteners]);
+		for (unsigned j = 0; j < cf->nlisteners; j++)
+			if (strcmp(cf->listeners[j].address,
+			           cf->listeners[cf->nlisteners].address) == 0)
+				cerr(c, e, "duplicate listener address \"%s\"",
+				     cf->listeners[j].address);
+		cf->nlisteners++;
+	}
+}
+
+static void load_imap(struct cctx *c, struct config *cf,
+                      const config_setting_t *root)
+{
+	static const char *const keys[] = {"greeting", NULL};
+	const config_setting_t *g = get_group(c, root, "imap");
+	const char *gr = g ? get_str(c, g, "greeting", 0) : NULL;
+
+	if (g)
+		check_keys(c, g, keys);
+	if (gr && strpbrk(gr, "\r\n")) {
+		cerr(c, config_setting_get_member(g, "greeting"),
+		     "must be one line");
+		gr = NULL;
+	}
+	cf->imap_greeting = strdup(gr ? gr : "Postern ready.");
+}
+
+static void load_root(struct cctx *c, struct config *cf,
+                      const config_setting_t *root)
+{
+	static const char *const keys[] = {
+	    "workers", "shutdown_grace", "log", "limits", "tls", "directory",
+	    "backends", "pools", "listeners", "imap", NULL};
+
+	check_keys(c, root, keys);
+	get_uint(c, root, "workers", 0, 256, &cf->workers);
+	cf->shutdown_grace = 10;
+	get_double(c, root, "shutdown_grace", 0, 3600, &cf->shutdown_grace);
+	load_log(c, cf, root);
+	load_limits(c, cf, root);
+	load_tls(c, cf, root);
+	load_directory(c, cf, root);
+	load_backends(c, cf, root);
+	load_pools(c, cf, root);
+	load_listeners(c, cf, root);
+	load_imap(c, cf, root);
+}
+
+struct config *config_load(const char *path, FILE *errs)
+{
+	struct cctx c = {.file = path, .errs = errs};
+	struct config *cf = calloc(1, sizeof(*cf));
+	config_t lc;
+	const char *slash = strrchr(path, '/');
+
+	c.dir = slash ? strndup(path, (size_t)(slash - path)) : strdup("");
+	cf->refs = 1;
+	cf->path = strdup(path);
+	config_init(&lc);
+	config_set_include_dir(&lc, c.dir[0] ? c.dir : ".");
+	if (config_read_file(&lc, path) != CONFIG_TRUE) {
+		fprintf(errs, "%s:%d: %s\n",
+		        config_error_file(&lc) ? config_error_file(&lc) : path,
+		        config_error_line(&lc), config_error_text(&lc));
+		c.nerr++;
+	} else {
+		load_root(&c, cf, config_root_setting(&lc));
+		if (!c.nerr)
+			c.nerr += tls_config_setup(cf, errs);
+	}
+	config_destroy(&lc);
+	free(c.dir);
+	if (c.nerr) {
+		config_unref(cf);
+		return NULL;
+	}
+	return cf;
+}
+
+int config_backend_index(const struct config *c, const char *name)
+{
+	for (unsigned i = 0; i < c->nbackends; i++)
+		if (strcmp(c->backends[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+int config_pool_index(const struct config *c, const char *name)
+{
+	for (unsigned i = 0; i < c->npools; i++)
+		if (strcmp(c->pools[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+struct config *config_ref(struct config *c)
+{
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
+static void wipe_free(char *s)
+{
+	if (s)
+		OPENSSL_cleanse(s, strlen(s));
+	free(s);
+}
+
+void config_unref(struct config *c)
+{
+	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	tls_config_free(c);
+	for (unsigned i = 0; i < c->ncerts; i++) {
+		free(c->certs[i].cert);
+		free(c->certs[i].key);
+	}
+	for (unsigned i = 0; i < c->nbackends; i++) {
+		free(c->backends[i].ca_file);
+		free(c->backends[i].server_name);
+		free(c->backends[i].master_user);
+		wipe_free(c->backends[i].master_password);
+	}
+	for (unsigned i = 0; i < c->npools; i++)
+		free(c->pools[i].members);
+	users_free(&c->users);
+	free(c->certs);
+	free(c->backends);
+	free(c->pools);
+	free(c->listeners);
+	free(c->ciphers);
+	free(c->ciphersuites);
+	free(c->users_path);
+	free(c->imap_greeting);
+	free(c->path);
+	free(c);
+}
+
+/* The snapshot new sessions start with; swapped by a reload. */
+static struct config *current;
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct config *config_current(void)
+{
+	struct config *c;
+
+	pthread_mutex_lock(&current_lock);
+	c = current ? config_ref(current) : NULL;
+	pthread_mutex_unlock(&current_lock);
+	return c;
+}
+
+void config_set_current(struct config *c)
+{
+	struct config *old;
+
+	pthread_mutex_lock(&current_lock);
+	old = current;
+	current = c ? config_ref(c) : NULL;
+	pthread_mutex_unlock(&current_lock);
+	config_unref(old);
+}
+
+bool config_same_listeners(const struct config *a, const struct config *b)
+{
+	if (a->nlisteners != b->nlisteners)
+		return false;
+	for (unsigned i = 0; i < a->nlisteners; i++)
+		if (strcmp(a->listeners[i].address, b->listeners[i].address) != 0 ||
+		    a->listeners[i].proto != b->listeners[i].proto)
+			return false;
+	return a->workers == b->workers;
+}

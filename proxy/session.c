@@ -1,0 +1,435 @@
+/*
+ * session: the life of one client connection, whatever its protocol: accept,
+ * TLS, the pre-auth input buffer, timers, the hand-off to directory, router
+ * and upstream, the switch to relay, and one exit path (close, then a
+ * deferred free). It parses nothing: the protocol does, through proto_ops.
+ */
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "directory.h"
+#include "log.h"
+#include "relay.h"
+#include "router.h"
+#include "tls.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define IN_INITIAL 1024
+
+static uint64_t next_session_id = 1;
+
+static void client_cb(struct conn *c, enum conn_event ev);
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+static void addr_str(const struct sockaddr_storage *ss, char *ip, size_t iplen,
+                     unsigned *port)
+{
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen);
+		*port = ntohs(a->sin6_port);
+	} else {
+		const struct sockaddr_in *a = (const void *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen);
+		*port = ntohs(a->sin_port);
+	}
+}
+
+static size_t in_max(const struct session *s)
+{
+	/* One LOGIN with two maximal literals and its lines fits. */
+	return (size_t)s->cfg->limits.line_max + 2u * s->cfg->limits.literal_max +
+	       64;
+}
+
+static void arm_timer(struct session *s, double after)
+{
+	ev_timer_stop(s->w->loop, &s->timer);
+	ev_timer_set(&s->timer, after > 0 ? after : 0.001, 0.);
+	ev_timer_start(s->w->loop, &s->timer);
+}
+
+void session_new(struct worker *w, struct config *cfg,
+                 const struct listener_conf *lc, int fd,
+                 const struct sockaddr_any *peer)
+{
+	const struct proto_ops *proto = &imap_proto;
+	struct session *s = calloc(1, sizeof(*s) + proto->state_size);
+	struct sockaddr_storage local;
+	socklen_t ll = sizeof(local);
+	ev_tstamp now = ev_now(w->loop);
+
+	if (!s) {
+		close(fd);
+		worker_conn_release(peer);
+		return;
+	}
+	s->id = __atomic_fetch_add(&next_session_id, 1, __ATOMIC_RELAXED);
+	s->w = w;
+	s->cfg = config_ref(cfg);
+	s->lc = lc;
+	s->proto = proto;
+	s->proto_state = s + 1;
+	s->peer = *peer;
+	s->started = s->last_activity = now;
+	s->deadline = now + cfg->limits.auth_timeout;
+	s->slot = worker_slot_alloc(w, s);
+	addr_str(&peer->ss, s->peer_ip, sizeof(s->peer_ip), &s->peer_port);
+	if (getsockname(fd, (struct sockaddr *)&local, &ll) == 0)
+		addr_str(&local, s->local_ip, sizeof(s->local_ip), &s->local_port);
+	conn_init(&s->client, w->loop, fd, client_cb, s);
+	ev_timer_init(&s->timer, timer_cb, 1., 0.);
+	s->timer.data = s;
+	log_event(LOG_LVL_INFO, s->id, "connect",
+	          "proto=%s client=%s:%u listener=%s tls=%s", proto->name,
+	          s->peer_ip, s->peer_port, lc->address, tls_mode_name(lc->tls));
+	if (lc->tls == TLS_MODE_IMPLICIT) {
+		SSL *ssl = tls_server_new(cfg, proto->alpn);
+		if (!ssl) {
+			session_close(s, "cannot create TLS session");
+			return;
+		}
+		s->phase = SP_HANDSHAKE;
+		arm_timer(s, cfg->limits.handshake_timeout);
+		conn_start_tls(&s->client, ssl, true);
+		return;
+	}
+	s->phase = SP_PREAUTH;
+	arm_timer(s, cfg->limits.auth_timeout);
+	conn_want_read(&s->client, true);
+	s->proto->greet(s);
+}
+
+void session_wipe_creds(struct session *s)
+{
+	if (!s->creds)
+		return;
+	OPENSSL_cleanse(s->creds, sizeof(*s->creds));
+	free(s->creds);
+	s->creds = NULL;
+	s->req.pass = s->req.user = NULL;
+}
+
+void session_close(struct session *s, const char *reason)
+{
+	if (s->phase == SP_CLOSED)
+		return;
+	s->phase = SP_CLOSED;
+	ev_timer_stop(s->w->loop, &s->timer);
+	session_wipe_creds(s);
+	if (s->up) {
+		upstream_free(s->up);
+		s->up = NULL;
+	}
+	conn_close(&s->client);
+	log_event(LOG_LVL_INFO, s->id, "disconnect",
+	          "reason=\"%s\" user=%s duration=%.3f bytes_in=%llu "
+	          "bytes_out=%llu",
+	          reason, s->user[0] ? s->user : "-",
+	          ev_now(s->w->loop) - s->started,
+	          (unsigned long long)s->client.bytes_in,
+	          (unsigned long long)s->client.bytes_out);
+	worker_slot_free(s->w, s->slot);
+	worker_conn_release(&s->peer);
+	worker_defer_free(s->w, s);
+}
+
+void session_free(struct session *s)
+{
+	if (s->in)
+		OPENSSL_cleanse(s->in, s->incap);
+	free(s->in);
+	config_unref(s->cfg);
+	free(s);
+}
+
+int session_reply(struct session *s, const char *fmt, ...)
+{
+	char line[4096];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) ||
+	    conn_write(&s->client, line, (size_t)n) < 0) {
+		session_close(s, s->client.err ? s->client.err : "write failed");
+		return -1;
+	}
+	return 0;
+}
+
+void session_consume(struct session *s, size_t n)
+{
+	if (n >= s->inlen) {
+		s->inlen = 0;
+		return;
+	}
+	memmove(s->in, s->in + n, s->inlen - n);
+	s->inlen -= n;
+}
+
+bool session_bad_command(struct session *s)
+{
+	return ++s->bad_commands >= s->cfg->limits.bad_commands;
+}
+
+void session_starttls(struct session *s)
+{
+	SSL *ssl = tls_server_new(s->cfg, s->proto->alpn);
+
+	/*
+	 * Whatever the client sent after the STARTTLS line was sent in clear
+	 * and may be an attacker's injection (CVE-2011-0411): it is dropped,
+	 * never read as a command inside TLS.
+	 */
+	if (s->in)
+		OPENSSL_cleanse(s->in, s->inlen);
+	s->inlen = 0;
+	if (!ssl) {
+		session_close(s, "cannot create TLS session");
+		return;
+	}
+	conn_start_tls(&s->client, ssl, true);
+}
+
+/* Read what the client sent into s->in, bounded by in_max(). */
+static int fill_input(struct session *s)
+{
+	size_t max = in_max(s);
+
+	for (;;) {
+		ssize_t n;
+		if (s->inlen == s->incap) {
+			size_t cap = s->incap ? s->incap * 2 : IN_INITIAL;
+			char *p;
+			if (s->incap >= max)
+				return 0; /* full: the parser will refuse it */
+			if (cap > max)
+				cap = max;
+			if (!(p = realloc(s->in, cap)))
+				return -1;
+			s->in = p;
+			s->incap = cap;
+		}
+		n = conn_read(&s->client, s->in + s->inlen, s->incap - s->inlen);
+		if (n == CONN_AGAIN)
+			return 0;
+		if (n <= 0) {
+			session_close(s, n == 0 ? "client closed" : s->client.err);
+			return -1;
+		}
+		s->inlen += (size_t)n;
+	}
+}
+
+static void log_tls(struct session *s)
+{
+	SSL *ssl = s->client.ssl;
+	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+	log_event(LOG_LVL_INFO, s->id, "tls", "version=%s cipher=%s sni=%s reused=%d",
+	          SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+	          sni ? "present" : "-", SSL_session_reused(ssl));
+}
+
+static void on_handshake(struct session *s)
+{
+	s->tls = true;
+	log_tls(s);
+	if (s->phase == SP_HANDSHAKE) {
+		s->phase = SP_PREAUTH;
+		arm_timer(s, s->deadline - ev_now(s->w->loop));
+		conn_want_read(&s->client, true);
+		s->proto->greet(s);
+		return;
+	}
+	conn_want_read(&s->client, true);
+}
+
+static void client_cb(struct conn *c, enum conn_event ev)
+{
+	struct session *s = c->data;
+
+	switch (ev) {
+	case CONN_EV_HANDSHAKE:
+		on_handshake(s);
+		break;
+	case CONN_EV_READ:
+		if (s->phase != SP_PREAUTH || fill_input(s) < 0)
+			return;
+		s->proto->input(s);
+		break;
+	case CONN_EV_DRAINED:
+		if (s->close_on_drain)
+			session_close(s, s->close_reason ? s->close_reason : "closed");
+		else if (s->phase == SP_PREAUTH && s->inlen)
+			s->proto->input(s);
+		break;
+	case CONN_EV_ERROR:
+		session_close(s, c->err ? c->err : "client error");
+		break;
+	case CONN_EV_CONNECTED:
+		break;
+	}
+}
+
+static void auth_finish(struct session *s, enum auth_result r, const char *caps)
+{
+	if (r != AUTH_OK) {
+		s->phase = SP_PREAUTH;
+		arm_timer(s, s->deadline - ev_now(s->w->loop));
+	}
+	s->proto->auth_done(s, r, caps);
+	if (r != AUTH_OK && s->phase == SP_PREAUTH) {
+		conn_want_read(&s->client, true);
+		if (s->inlen)
+			s->proto->input(s);
+	}
+}
+
+/* Failures wait auth_fail_delay so guessing is slow and all failures look
+ * alike; temporary failures are answered at once. */
+static void auth_failed(struct session *s, enum auth_result r)
+{
+	session_wipe_creds(s);
+	if (r == AUTH_FAIL && s->cfg->limits.auth_fail_delay > 0) {
+		s->fail_pending = 1;
+		s->fail_result = r;
+		arm_timer(s, s->cfg->limits.auth_fail_delay);
+		return;
+	}
+	auth_finish(s, r, NULL);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct session *s = t->data;
+	ev_tstamp now = ev_now(loop);
+
+	(void)revents;
+	if (s->fail_pending) {
+		s->fail_pending = 0;
+		auth_finish(s, s->fail_result, NULL);
+		return;
+	}
+	switch (s->phase) {
+	case SP_HANDSHAKE:
+		session_close(s, "TLS handshake timeout");
+		break;
+	case SP_PREAUTH:
+	case SP_AUTH:
+		if (now < s->deadline) {
+			arm_timer(s, s->deadline - now);
+			break;
+		}
+		s->proto->bye(s, "Autologout; authentication took too long");
+		session_close(s, "auth timeout");
+		break;
+	case SP_RELAY: {
+		double next = relay_idle_check(s, now);
+		if (next > 0)
+			arm_timer(s, next);
+		break;
+	}
+	case SP_CLOSED:
+		break;
+	}
+}
+
+static void upstream_done(struct upstream *u, enum auth_result r,
+                          const char *detail)
+{
+	struct session *s = u->owner;
+
+	if (r == AUTH_OK) {
+		log_event(LOG_LVL_INFO, s->id, "login", "user=%s backend=%s result=ok",
+		          s->user, s->backend->name);
+		session_wipe_creds(s);
+		s->proto->auth_done(s, AUTH_OK, u->caps);
+		return;
+	}
+	log_event(LOG_LVL_WARN, s->id, "login",
+	          "user=%s backend=%s result=%s reason=\"%s\"", s->user,
+	          s->backend->name, r == AUTH_FAIL ? "fail" : "tempfail", detail);
+	upstream_free(u);
+	s->up = NULL;
+	auth_failed(s, r);
+}
+
+void session_verdict(struct session *s, enum auth_result r, const char *host,
+                     const char *canonical)
+{
+	if (r != AUTH_OK) {
+		log_event(LOG_LVL_INFO, s->id, "login", "user=%s result=%s reason=%s",
+		          s->user, r == AUTH_FAIL ? "fail" : "tempfail",
+		          r == AUTH_FAIL ? "\"bad credentials\"" : "\"directory unavailable\"");
+		auth_failed(s, r);
+		return;
+	}
+	if (canonical && canonical[0]) {
+		char q[CRED_MAX * 4 + 8];
+		log_quote(canonical, strlen(canonical), q, sizeof(q));
+		snprintf(s->user, sizeof(s->user), "%s", q);
+	}
+	s->backend = router_pick(s->cfg, s->lc, host,
+	                         canonical && canonical[0] ? canonical
+	                                                   : s->creds->user);
+	if (!s->backend) {
+		log_event(LOG_LVL_ERROR, s->id, "route",
+		          "user=%s result=none reason=\"no backend for host hint\"",
+		          s->user);
+		auth_failed(s, AUTH_TEMPFAIL);
+		return;
+	}
+	log_event(LOG_LVL_DEBUG, s->id, "route", "user=%s backend=%s", s->user,
+	          s->backend->name);
+	s->req = (struct login_req){
+	    .user = s->creds->user,
+	    .pass = s->creds->pass,
+	    .client_ip = s->peer_ip,
+	    .client_port = s->peer_port,
+	    .local_ip = s->local_ip,
+	    .local_port = s->local_port,
+	    .client_id = s->client_id,
+	    .sid = s->id,
+	};
+	s->up = upstream_login(s->w->loop, s->backend, &s->req, upstream_done, s);
+	if (!s->up)
+		auth_failed(s, AUTH_TEMPFAIL);
+}
+
+void session_authenticate(struct session *s)
+{
+	char q[CRED_MAX * 4 + 8];
+
+	s->phase = SP_AUTH;
+	conn_want_read(&s->client, false);
+	log_quote(s->creds->user, strlen(s->creds->user), q, sizeof(q));
+	snprintf(s->user, sizeof(s->user), "%s", q);
+	if (directory_lookup(s) < 0) {
+		log_event(LOG_LVL_ERROR, s->id, "login",
+		          "user=%s result=tempfail reason=\"directory queue failed\"",
+		          s->user);
+		auth_failed(s, AUTH_TEMPFAIL);
+	}
+}
+
+void session_start_relay(struct session *s)
+{
+	if (s->phase == SP_CLOSED)
+		return;
+	s->phase = SP_RELAY;
+	relay_start(s);
+	if (s->phase == SP_RELAY)
+		arm_timer(s, s->cfg->limits.idle_timeout);
+}

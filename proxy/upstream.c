@@ -1,0 +1,270 @@
+/*
+ * upstream: a backend connection during login: connect with a timeout, TLS
+ * when the backend wants it, a bounded line reader that hands each backend
+ * line to the protocol's dialogue (imap_upstream.c), and exactly one report
+ * of the outcome to the owner. It knows no protocol.
+ */
+#include "upstream.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "log.h"
+#include "tls.h"
+
+#define LITERAL_SKIP_MAX (64 * 1024)
+
+struct upstream_result {
+	enum auth_result r;
+	char detail[200];
+};
+
+static void report(struct upstream *u)
+{
+	struct upstream_result *res = (void *)((char *)u->state - sizeof(*res));
+
+	ev_timer_stop(u->c.loop, &u->timer);
+	conn_want_read(&u->c, false);
+	u->done(u, res->r, res->detail); /* may free u */
+}
+
+void upstream_finish(struct upstream *u, enum auth_result r,
+                     const char *detail)
+{
+	struct upstream_result *res = (void *)((char *)u->state - sizeof(*res));
+
+	if (u->finished)
+		return;
+	u->finished = true;
+	res->r = r;
+	snprintf(res->detail, sizeof(res->detail), "%s", detail ? detail : "");
+}
+
+static void fail_now(struct upstream *u, const char *why)
+{
+	upstream_finish(u, AUTH_TEMPFAIL, why);
+	report(u);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct upstream *u = t->data;
+
+	(void)loop;
+	(void)revents;
+	fail_now(u, u->c.connecting ? "connect timeout" : "login timeout");
+}
+
+int upstream_send(struct upstream *u, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) ||
+	    conn_write(&u->c, line, (size_t)n) < 0) {
+		OPENSSL_cleanse(line, sizeof(line));
+		upstream_finish(u, AUTH_TEMPFAIL, "cannot write to backend");
+		return -1;
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	return 0;
+}
+
+void upstream_starttls(struct upstream *u)
+{
+	SSL *ssl = tls_client_new(u->b);
+
+	/* Whatever the backend sent after its "begin TLS" reply is dropped. */
+	u->rlen = 0;
+	if (!ssl) {
+		upstream_finish(u, AUTH_TEMPFAIL, "cannot create TLS session");
+		return;
+	}
+	conn_want_read(&u->c, false);
+	conn_start_tls(&u->c, ssl, false);
+}
+
+/* A line ending in {n} or {n+} announces n literal bytes to skip. */
+static size_t literal_announced(const char *line, size_t len)
+{
+	size_t n = 0, i;
+
+	if (len < 3 || line[len - 1] != '}')
+		return 0;
+	i = len - 2;
+	if (line[i] == '+')
+		i--;
+	while (i > 0 && line[i] >= '0' && line[i] <= '9')
+		i--;
+	if (line[i] != '{' || i + 1 >= len - 1)
+		return 0;
+	for (size_t j = i + 1; line[j] >= '0' && line[j] <= '9'; j++) {
+		n = n * 10 + (size_t)(line[j] - '0');
+		if (n > LITERAL_SKIP_MAX)
+			return SIZE_MAX;
+	}
+	return n;
+}
+
+/* Hand complete lines to the dialogue; keeps any remainder in rbuf. */
+static void process_lines(struct upstream *u)
+{
+	size_t off = 0;
+
+	while (!u->finished && off < u->rlen) {
+		char *p = u->rbuf + off, *lf;
+		size_t len, lit;
+		if (u->skip) {
+			size_t k = u->rlen - off < u->skip ? u->rlen - off : u->skip;
+			u->skip -= k;
+			off += k;
+			continue;
+		}
+		if (!(lf = memchr(p, '\n', u->rlen - off)))
+			break;
+		len = (size_t)(lf - p);
+		off += len + 1;
+		if (len && p[len - 1] == '\r')
+			len--;
+		lit = literal_announced(p, len);
+		if (lit == SIZE_MAX) {
+			upstream_finish(u, AUTH_TEMPFAIL, "backend literal too large");
+			break;
+		}
+		u->skip = lit;
+		u->ops->line(u, p, len);
+	}
+	if (u->rbuf && off) {
+		memmove(u->rbuf, u->rbuf + off, u->rlen - off);
+		u->rlen -= off;
+	}
+}
+
+static void on_read(struct upstream *u)
+{
+	for (;;) {
+		ssize_t n;
+		if (u->rlen == UP_LINE_MAX) {
+			fail_now(u, "backend line too long");
+			return;
+		}
+		n = conn_read(&u->c, u->rbuf + u->rlen, UP_LINE_MAX - u->rlen);
+		if (n == CONN_AGAIN)
+			break;
+		if (n <= 0) {
+			fail_now(u, n == 0 ? "backend closed the connection" : u->c.err);
+			return;
+		}
+		u->rlen += (size_t)n;
+		process_lines(u);
+		if (u->finished)
+			break;
+	}
+	if (u->finished)
+		report(u);
+}
+
+static void up_conn_cb(struct conn *c, enum conn_event ev)
+{
+	struct upstream *u = c->data;
+
+	switch (ev) {
+	case CONN_EV_CONNECTED:
+		if (u->b->tls == TLS_MODE_IMPLICIT) {
+			SSL *ssl = tls_client_new(u->b);
+			if (!ssl) {
+				fail_now(u, "cannot create TLS session");
+				return;
+			}
+			conn_start_tls(c, ssl, false);
+		} else {
+			conn_want_read(c, true);
+		}
+		ev_timer_stop(c->loop, &u->timer);
+		ev_timer_set(&u->timer, u->b->login_timeout, 0.);
+		ev_timer_start(c->loop, &u->timer);
+		break;
+	case CONN_EV_HANDSHAKE:
+		if (u->b->tls == TLS_MODE_STARTTLS)
+			u->ops->tls_ready(u);
+		if (u->finished) {
+			report(u);
+			return;
+		}
+		conn_want_read(c, true);
+		break;
+	case CONN_EV_READ:
+		on_read(u);
+		break;
+	case CONN_EV_DRAINED:
+		break;
+	case CONN_EV_ERROR:
+		fail_now(u, c->err ? c->err : "backend error");
+		break;
+	}
+}
+
+struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
+                                const struct login_req *req,
+                                upstream_done_cb *done, void *owner)
+{
+	const struct upstream_ops *ops = &imap_upstream_ops;
+	size_t extra = sizeof(struct upstream_result) + ops->state_size;
+	struct upstream *u = calloc(1, sizeof(*u) + extra);
+
+	if (!u)
+		return NULL;
+	u->b = b;
+	u->ops = ops;
+	u->req = req;
+	u->done = done;
+	u->owner = owner;
+	u->state = (char *)(u + 1) + sizeof(struct upstream_result);
+	u->rbuf = malloc(UP_LINE_MAX);
+	ev_timer_init(&u->timer, timer_cb, b->connect_timeout, 0.);
+	u->timer.data = u;
+	if (!u->rbuf || conn_connect(&u->c, loop, (const struct sockaddr *)&b->imap.ss,
+	                             b->imap.len, up_conn_cb, u) < 0) {
+		log_event(LOG_LVL_WARN, req->sid, "backend",
+		          "backend=%s result=fail reason=\"%s\"", b->name,
+		          u->c.err ? u->c.err : "out of memory");
+		free(u->rbuf);
+		free(u);
+		return NULL;
+	}
+	ev_timer_start(loop, &u->timer);
+	return u;
+}
+
+const char *upstream_leftover(struct upstream *u, size_t *len)
+{
+	*len = u->rlen;
+	return u->rbuf;
+}
+
+void upstream_release_buffer(struct upstream *u)
+{
+	free(u->rbuf);
+	u->rbuf = NULL;
+	u->rlen = 0;
+}
+
+void upstream_free(struct upstream *u)
+{
+	if (!u)
+		return;
+	ev_timer_stop(u->c.loop, &u->timer);
+	u->ops->cleanup(u);
+	conn_close(&u->c);
+	free(u->rbuf);
+	free(u);
+}
