@@ -21,7 +21,7 @@ SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all \
 
 SRCS     := $(wildcard proxy/*.c)
 # Modules with no event loop or socket in them: unit tests link these.
-PURE     := imap_parse sasl users
+PURE     := imap_parse sasl users config tls log router
 OBJS      = $(SRCS:proxy/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:proxy/%.c=build/asan/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -33,16 +33,20 @@ HDRS     := $(wildcard include/*.h)
 all: postern
 
 postern: $(OBJS)
-	$(CC) $(ALLCFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(ALLCFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 asan: build/postern-asan
 build/postern-asan: $(ASAN_OBJS)
-	$(CC) $(ALLCFLAGS) $(SAN) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(ALLCFLAGS) $(SAN) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 build/obj/%.o: proxy/%.c $(HDRS) | build/obj
-	$(CC) $(ALLCFLAGS) $(CPPFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(ALLCFLAGS) $(CPPFLAGS) -c -o $@ $<
 build/asan/%.o: proxy/%.c $(HDRS) | build/asan
-	$(CC) $(ALLCFLAGS) $(SAN) $(CPPFLAGS) -c -o $@ $<
+	@echo "  CC asan $<"
+	@$(CC) $(ALLCFLAGS) $(SAN) $(CPPFLAGS) -c -o $@ $<
 
 build/unit/test_%: tests/unit/test_%.c $(PURE:%=build/obj/%.o) $(HDRS) | build/unit
 	$(CC) $(ALLCFLAGS) $(CPPFLAGS) -o $@ $< $(PURE:%=build/obj/%.o) -lcmocka $(LDLIBS)

@@ -236,6 +236,16 @@ static void copy_name(struct cctx *c, const config_setting_t *g,
 		strcpy(out, v);
 }
 
+static bool valid_port(const char *p)
+{
+	unsigned long v = 0;
+
+	if (!*p || strlen(p) > 5 || strspn(p, "0123456789") != strlen(p))
+		return false;
+	v = strtoul(p, NULL, 10);
+	return v >= 1 && v <= 65535;
+}
+
 int config_parse_address(const char *s, struct sockaddr_any *out)
 {
 	char host[128];
@@ -256,7 +266,7 @@ int config_parse_address(const char *s, struct sockaddr_any *out)
 			return -1;
 		hl = (size_t)(colon - s);
 	}
-	if (hl >= sizeof(host))
+	if (hl >= sizeof(host) || !valid_port(colon + 1))
 		return -1;
 	memcpy(host, s, hl);
 	host[hl] = '\0';

@@ -1,0 +1,216 @@
+/*
+ * Unit tests for config: every kind of error is reported with file, line and
+ * the setting's path, all errors in one pass, and a good file loads into the
+ * structs the daemon uses.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static char dir[] = "/tmp/postern-unit-XXXXXX";
+
+static void write_file(const char *name, const char *text)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Load conf text; returns the config (or NULL) and the error text. */
+static struct config *load(const char *text, char *errs, size_t size)
+{
+	char path[256];
+	FILE *ef = fmemopen(errs, size, "w");
+	struct config *c;
+
+	memset(errs, 0, size);
+	write_file("p.conf", text);
+	snprintf(path, sizeof(path), "%s/p.conf", dir);
+	c = config_load(path, ef);
+	fclose(ef);
+	return c;
+}
+
+#define BASE_BACKENDS                                                         \
+	"directory = { type = \"file\"; path = \"users\"; };\n"                \
+	"backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143; } );\n"
+
+static const char good[] =
+    "workers = 2;\n" BASE_BACKENDS
+    "pools = ( { name = \"p\"; members = [ \"a\" ]; } );\n"
+    "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\";"
+    " tls = \"none\"; pool = \"p\"; } );\n"
+    "limits = { line_max = 4096; auth_fail_delay = 250; };\n";
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!mkdtemp(dir))
+		return -1;
+	write_file("users", "alice:$6$salt$abcdefghijklmnop:a\nbob:$6$salt$zz\n");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[300];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd);
+}
+
+static void test_good_config(void **state)
+{
+	char errs[2048];
+	struct config *c = load(good, errs, sizeof(errs));
+
+	(void)state;
+	assert_non_null(c);
+	assert_string_equal(errs, "");
+	assert_int_equal(c->workers, 2);
+	assert_int_equal(c->nbackends, 1);
+	assert_string_equal(c->backends[0].name, "a");
+	assert_int_equal(c->backends[0].auth, BACKEND_AUTH_PLAIN);
+	assert_int_equal(c->npools, 1);
+	assert_int_equal(c->listeners[0].pool, 0);
+	assert_int_equal(c->listeners[0].backend, -1);
+	assert_int_equal(c->limits.line_max, 4096);
+	assert_true(c->limits.auth_fail_delay > 0.24 && c->limits.auth_fail_delay < 0.26);
+	assert_int_equal(c->limits.literal_max, 8192); /* default */
+	assert_int_equal(c->users.n, 2);
+	assert_string_equal(c->imap_greeting, "Postern ready.");
+	config_unref(c);
+}
+
+static void test_unknown_setting(void **state)
+{
+	char errs[2048], text[2048];
+
+	(void)state;
+	snprintf(text, sizeof(text), "%s\nlimits = { line_mx = 10; };\nfoo = 1;\n",
+	         good);
+	/* "limits" twice is a libconfig error; use a fresh text instead. */
+	snprintf(text, sizeof(text),
+	         BASE_BACKENDS
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1\";"
+	         " colour = \"blue\"; } );\nfoo = 1;\n");
+	assert_null(load(text, errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "p.conf:3: listeners[0].colour: unknown setting"));
+	assert_non_null(strstr(errs, "p.conf:4: foo: unknown setting"));
+}
+
+static void test_missing_certificate(void **state)
+{
+	char errs[2048];
+	const char *text =
+	    BASE_BACKENDS
+	    "tls = { certificates = ( { cert = \"nope.pem\"; key = \"nope.key\"; } ); };\n"
+	    "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1\"; tls = \"implicit\"; } );\n";
+
+	(void)state;
+	assert_null(load(text, errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "p.conf:3: tls.certificates[0].cert: cannot read"));
+	assert_non_null(strstr(errs, "tls.certificates[0].key: cannot read"));
+}
+
+static void test_bad_address_and_duplicates(void **state)
+{
+	char errs[4096];
+	const char *text =
+	    "directory = { type = \"file\"; path = \"users\"; };\n"
+	    "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143; },\n"
+	    "             { name = \"a\"; host = \"127.0.0.1\"; imap = 144; } );\n"
+	    "listeners = ( { protocol = \"imap\"; address = \"nowhere\"; },\n"
+	    "              { protocol = \"imap\"; address = \"127.0.0.1:99999\"; } );\n";
+
+	(void)state;
+	assert_null(load(text, errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "p.conf:3: backends[1]: duplicate backend name \"a\""));
+	assert_non_null(strstr(errs, "p.conf:4: listeners[0].address: bad address \"nowhere\""));
+	assert_non_null(strstr(errs, "listeners[1].address: bad address"));
+}
+
+static void test_bad_values(void **state)
+{
+	char errs[4096];
+	const char *text =
+	    BASE_BACKENDS
+	    "limits = { line_max = 10; bad_commands = \"five\"; };\n"
+	    "log = { level = \"loud\"; };\n"
+	    "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1\";"
+	    " tls = \"maybe\"; require_tls = true; backend = \"zz\"; } );\n";
+
+	(void)state;
+	assert_null(load(text, errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "limits.line_max: must be between 512 and"));
+	assert_non_null(strstr(errs, "limits.bad_commands: must be an integer"));
+	assert_non_null(strstr(errs, "log.level: unknown value \"loud\""));
+	assert_non_null(strstr(errs, "listeners[0].tls: unknown value \"maybe\""));
+	assert_non_null(strstr(errs, "listeners[0].backend: no backend named \"zz\""));
+	assert_non_null(strstr(errs, "require_tls applies to tls = \"starttls\""));
+}
+
+static void test_syntax_error(void **state)
+{
+	char errs[1024];
+
+	(void)state;
+	assert_null(load("workers = ;\n", errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "p.conf:1: "));
+}
+
+static void test_users_file_errors_reported(void **state)
+{
+	char errs[2048];
+
+	(void)state;
+	write_file("users", "alice:$6$x$y\nalice:$6$x$z\nbroken line\n");
+	assert_null(load(good, errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "users:2: duplicate user 'alice'"));
+	assert_non_null(strstr(errs, "users:3:"));
+	write_file("users", "alice:$6$salt$abcdefghijklmnop:a\nbob:$6$salt$zz\n");
+}
+
+static void test_parse_address(void **state)
+{
+	struct sockaddr_any a;
+
+	(void)state;
+	assert_int_equal(config_parse_address("127.0.0.1:993", &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET);
+	assert_int_equal(config_parse_address("[::1]:993", &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET6);
+	assert_int_equal(config_parse_address("*:993", &a), 0);
+	assert_int_equal(config_parse_address("127.0.0.1", &a), -1);
+	assert_int_equal(config_parse_address("[::1]993", &a), -1);
+	assert_int_equal(config_parse_address("127.0.0.1:http", &a), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_good_config),
+	    cmocka_unit_test(test_unknown_setting),
+	    cmocka_unit_test(test_missing_certificate),
+	    cmocka_unit_test(test_bad_address_and_duplicates),
+	    cmocka_unit_test(test_bad_values),
+	    cmocka_unit_test(test_syntax_error),
+	    cmocka_unit_test(test_users_file_errors_reported),
+	    cmocka_unit_test(test_parse_address),
+	};
+	return cmocka_run_group_tests_name("config", tests, setup, teardown);
+}
