@@ -16,6 +16,7 @@
 
 #include "directory.h"
 #include "log.h"
+#include "penalty.h"
 #include "relay.h"
 #include "router.h"
 #include "tls.h"
@@ -297,15 +298,25 @@ static void auth_finish(struct session *s, enum auth_result r, const char *caps)
 	}
 }
 
-/* Failures wait auth_fail_delay so guessing is slow and all failures look
- * alike; temporary failures are answered at once. */
+/*
+ * Failures wait auth_fail_delay, doubled per recent failure from the same
+ * address or for the same user (penalty.c), so guessing is slow and an
+ * unknown user looks exactly like a wrong password. Temporary failures are
+ * answered at once: they are not the client's fault.
+ */
 static void auth_failed(struct session *s, enum auth_result r)
 {
+	double delay = 0;
+
+	if (r == AUTH_FAIL)
+		delay = penalty_fail(s->peer_ip, s->creds ? s->creds->user : "",
+		                     s->cfg->limits.auth_fail_delay,
+		                     ev_now(s->w->loop));
 	session_wipe_creds(s);
-	if (r == AUTH_FAIL && s->cfg->limits.auth_fail_delay > 0) {
+	if (r == AUTH_FAIL && delay > 0) {
 		s->fail_pending = 1;
 		s->fail_result = r;
-		arm_timer(s, s->cfg->limits.auth_fail_delay);
+		arm_timer(s, delay);
 		return;
 	}
 	auth_finish(s, r, NULL);
@@ -354,6 +365,7 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 	if (r == AUTH_OK) {
 		log_event(LOG_LVL_INFO, s->id, "login", "user=%s backend=%s result=ok",
 		          s->user, s->backend->name);
+		penalty_success(s->creds->user);
 		session_wipe_creds(s);
 		s->proto->auth_done(s, AUTH_OK, u->caps);
 		return;
