@@ -44,6 +44,8 @@ struct upstream {
 	size_t rlen;
 	size_t skip; /* bytes of a backend literal still to skip */
 	bool finished;
+	enum auth_result result;
+	char detail[200];
 	char caps[2048]; /* backend capabilities after login */
 	void *state;
 };
@@ -65,7 +67,9 @@ void upstream_finish(struct upstream *u, enum auth_result r,
  */
 const char *upstream_leftover(struct upstream *u, size_t *len);
 void upstream_release_buffer(struct upstream *u);
+/* Close now, free after the current loop iteration (upstream_reap). */
 void upstream_free(struct upstream *u);
+void upstream_reap(void);
 
 extern const struct upstream_ops imap_upstream_ops;
 

@@ -103,7 +103,9 @@ static bool is_string(const struct imap_arg *a)
 
 static void start_auth(struct session *s, const char *tag)
 {
-	snprintf(st(s)->tag, sizeof(st(s)->tag), "%s", tag);
+	/* A SASL continuation passes st(s)->tag itself: no overlapping copy. */
+	if (tag != st(s)->tag)
+		snprintf(st(s)->tag, sizeof(st(s)->tag), "%s", tag);
 	session_authenticate(s);
 }
 
@@ -354,21 +356,6 @@ static bool sasl_line(struct session *s)
 	return true;
 }
 
-static char *argbuf(size_t need)
-{
-	static __thread char *buf;
-	static __thread size_t size;
-
-	if (size < need) {
-		char *p = realloc(buf, need);
-		if (!p)
-			return NULL;
-		buf = p;
-		size = need;
-	}
-	return buf;
-}
-
 /* One command; false when it needs more input. */
 static bool command(struct session *s)
 {
@@ -380,14 +367,19 @@ static bool command(struct session *s)
 	                   2u * s->cfg->limits.literal_max + 64,
 	};
 	struct imap_cmd c;
-	char *ab = argbuf(lim.command_max + 64);
+	/* Arguments are never longer than the bytes they came from, plus one
+	 * terminating NUL each. */
+	size_t absize = s->inlen + IMAP_ARGS_MAX + 1;
+	char *ab = malloc(absize);
 	enum imap_parse_status r;
 
 	if (!ab) {
 		session_close(s, "out of memory");
 		return false;
 	}
-	r = imap_parse_command(s->in, s->inlen, &lim, &c, ab, lim.command_max + 64);
+	r = imap_parse_command(s->in, s->inlen, &lim, &c, ab, absize);
+	if (r != IMAP_PARSE_OK)
+		free(ab);
 	switch (r) {
 	case IMAP_PARSE_MORE:
 		return false;
@@ -411,7 +403,8 @@ static bool command(struct session *s)
 	im->lit_acked = 0;
 	dispatch(s, &c);
 	/* Wipe the copy of any password now; the input bytes too. */
-	OPENSSL_cleanse(ab, lim.command_max + 64);
+	OPENSSL_cleanse(ab, absize);
+	free(ab);
 	if (s->phase != SP_CLOSED) {
 		if (s->in)
 			OPENSSL_cleanse(s->in, c.consumed < s->inlen ? c.consumed : s->inlen);

@@ -19,30 +19,21 @@
 
 #define LITERAL_SKIP_MAX (64 * 1024)
 
-struct upstream_result {
-	enum auth_result r;
-	char detail[200];
-};
-
 static void report(struct upstream *u)
 {
-	struct upstream_result *res = (void *)((char *)u->state - sizeof(*res));
-
 	ev_timer_stop(u->c.loop, &u->timer);
 	conn_want_read(&u->c, false);
-	u->done(u, res->r, res->detail); /* may free u */
+	u->done(u, u->result, u->detail); /* may free u */
 }
 
 void upstream_finish(struct upstream *u, enum auth_result r,
                      const char *detail)
 {
-	struct upstream_result *res = (void *)((char *)u->state - sizeof(*res));
-
 	if (u->finished)
 		return;
 	u->finished = true;
-	res->r = r;
-	snprintf(res->detail, sizeof(res->detail), "%s", detail ? detail : "");
+	u->result = r;
+	snprintf(u->detail, sizeof(u->detail), "%s", detail ? detail : "");
 }
 
 static void fail_now(struct upstream *u, const char *why)
@@ -218,8 +209,7 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
                                 upstream_done_cb *done, void *owner)
 {
 	const struct upstream_ops *ops = &imap_upstream_ops;
-	size_t extra = sizeof(struct upstream_result) + ops->state_size;
-	struct upstream *u = calloc(1, sizeof(*u) + extra);
+	struct upstream *u = calloc(1, sizeof(*u) + ops->state_size);
 
 	if (!u)
 		return NULL;
@@ -228,7 +218,7 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	u->req = req;
 	u->done = done;
 	u->owner = owner;
-	u->state = (char *)(u + 1) + sizeof(struct upstream_result);
+	u->state = u + 1;
 	u->rbuf = malloc(UP_LINE_MAX);
 	ev_timer_init(&u->timer, timer_cb, b->connect_timeout, 0.);
 	u->timer.data = u;
@@ -258,6 +248,13 @@ void upstream_release_buffer(struct upstream *u)
 	u->rlen = 0;
 }
 
+/*
+ * Freed at the end of the loop iteration, not now: upstream_free() may run
+ * inside this upstream's own conn callback, which checks conn->closed after
+ * the callback returns.
+ */
+static __thread struct upstream *zombies;
+
 void upstream_free(struct upstream *u)
 {
 	if (!u)
@@ -266,5 +263,16 @@ void upstream_free(struct upstream *u)
 	u->ops->cleanup(u);
 	conn_close(&u->c);
 	free(u->rbuf);
-	free(u);
+	u->rbuf = NULL;
+	u->owner = zombies;
+	zombies = u;
+}
+
+void upstream_reap(void)
+{
+	while (zombies) {
+		struct upstream *u = zombies;
+		zombies = u->owner;
+		free(u);
+	}
 }

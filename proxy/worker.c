@@ -18,6 +18,7 @@
 #include "directory.h"
 #include "log.h"
 #include "session.h"
+#include "upstream.h"
 
 #define SCRATCH_SIZE (16 * 1024)
 #define ACCEPTS_PER_EVENT 64
@@ -185,6 +186,7 @@ static void reap_cb(struct ev_loop *loop, ev_check *c, int revents)
 		w->zombies = s->next_zombie;
 		session_free(s);
 	}
+	upstream_reap();
 	if (w->stopping && w->nsessions == 0)
 		ev_break(loop, EVBREAK_ALL);
 }
@@ -275,6 +277,7 @@ static void *worker_main(void *arg)
 		w->zombies = s->next_zombie;
 		session_free(s);
 	}
+	upstream_reap();
 	conn_thread_cleanup();
 	return NULL;
 }
