@@ -22,7 +22,7 @@ struct worker {
 	struct ev_loop *loop;
 	struct config *cfg;
 	ev_async wake;          /* verdicts and shutdown */
-	ev_check reap;          /* frees closed sessions after each iteration */
+	ev_prepare reap;        /* frees closed sessions before each poll */
 	ev_timer grace;
 	int *lfds;
 	ev_io *lio;

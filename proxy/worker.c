@@ -176,7 +176,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 	config_unref(cfg);
 }
 
-static void reap_cb(struct ev_loop *loop, ev_check *c, int revents)
+static void reap_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 {
 	struct worker *w = c->data;
 
@@ -291,9 +291,9 @@ int worker_start(struct worker *w)
 	ev_async_init(&w->wake, wake_cb);
 	w->wake.data = w;
 	ev_async_start(w->loop, &w->wake);
-	ev_check_init(&w->reap, reap_cb);
+	ev_prepare_init(&w->reap, reap_cb);
 	w->reap.data = w;
-	ev_check_start(w->loop, &w->reap);
+	ev_prepare_start(w->loop, &w->reap);
 	for (unsigned i = 0; i < w->nl; i++) {
 		ev_io_init(&w->lio[i], accept_cb, w->lfds[i], EV_READ);
 		w->lio[i].data = w;
