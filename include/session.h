@@ -100,8 +100,8 @@ struct session {
 
 	struct credentials *creds; /* while auth is in progress */
 	struct login_req req;
-	char user[CRED_MAX * 4 + 8]; /* quoted for logs */
-	char client_id[CLIENT_ID_MAX]; /* client's ID fields, already quoted */
+	char *user;      /* quoted for logs; NULL before a login attempt */
+	char *client_id; /* client's ID fields, quoted, until login is done */
 	const struct backend *backend;
 
 	/* relay */
@@ -152,6 +152,9 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 bool session_bad_command(struct session *s);
 
 void session_wipe_creds(struct session *s);
+
+/* Remember the user name (quoted for logs). */
+void session_set_user(struct session *s, const char *raw);
 
 extern const struct proto_ops imap_proto;
 

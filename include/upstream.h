@@ -16,6 +16,7 @@
 #include "session.h"
 
 #define UP_LINE_MAX 8192
+#define UP_CAPS_MAX 2048
 
 struct upstream;
 
@@ -45,8 +46,8 @@ struct upstream {
 	size_t skip; /* bytes of a backend literal still to skip */
 	bool finished;
 	enum auth_result result;
-	char detail[200];
-	char caps[2048]; /* backend capabilities after login */
+	char detail[160];
+	char *caps;      /* backend capabilities, UP_CAPS_MAX, during login */
 	void *state;
 };
 

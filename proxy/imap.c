@@ -30,7 +30,6 @@ struct imap {
 	char tag[IMAP_TAG_MAX + 1]; /* tag of the login in progress */
 	size_t lit_acked;           /* literal_offset + 1 we sent "+" for */
 	unsigned auth_failures;
-	char sasl_user[SASL_FIELD_MAX + 1];
 };
 
 static struct imap *st(struct session *s)
@@ -142,7 +141,7 @@ static void cmd_login(struct session *s, const struct imap_cmd *c)
 
 static void sasl_fail(struct session *s, const char *tag, enum sasl_result r)
 {
-	log_event(LOG_LVL_INFO, s->id, "sasl", "result=%s", sasl_result_name(r));
+	log_event(LOG_LVL_INFO, s->id, "sasl", "result=fail reason=\"%s\"", sasl_result_name(r));
 	if (r == SASL_CANCEL)
 		session_reply(s, "%s BAD Authentication cancelled.\r\n", tag);
 	else if (r == SASL_EMPTY || r == SASL_AUTHZ)
@@ -174,9 +173,13 @@ static void plain_response(struct session *s, const char *tag, const char *b64,
 static void login_user(struct session *s, const char *tag, const char *b64,
                        size_t len)
 {
-	enum sasl_result r = sasl_login_decode(b64, len, st(s)->sasl_user);
+	enum sasl_result r;
 
+	if (!new_creds(s))
+		return;
+	r = sasl_login_decode(b64, len, s->creds->user);
 	if (r != SASL_OK) {
+		session_wipe_creds(s);
 		sasl_fail(s, tag, r);
 		return;
 	}
@@ -187,23 +190,15 @@ static void login_user(struct session *s, const char *tag, const char *b64,
 static void login_pass(struct session *s, const char *tag, const char *b64,
                        size_t len)
 {
-	char pass[SASL_FIELD_MAX + 1];
-	enum sasl_result r = sasl_login_decode(b64, len, pass);
+	enum sasl_result r = s->creds ? sasl_login_decode(b64, len, s->creds->pass)
+	                              : SASL_BAD_PLAIN;
 
 	if (r != SASL_OK) {
-		OPENSSL_cleanse(pass, sizeof(pass));
-		OPENSSL_cleanse(st(s)->sasl_user, sizeof(st(s)->sasl_user));
+		session_wipe_creds(s);
 		sasl_fail(s, tag, r);
 		return;
 	}
-	if (new_creds(s)) {
-		memcpy(s->creds->user, st(s)->sasl_user, sizeof(st(s)->sasl_user));
-		memcpy(s->creds->pass, pass, sizeof(pass));
-	}
-	OPENSSL_cleanse(pass, sizeof(pass));
-	OPENSSL_cleanse(st(s)->sasl_user, sizeof(st(s)->sasl_user));
-	if (s->creds)
-		start_auth(s, tag);
+	start_auth(s, tag);
 }
 
 static void cmd_authenticate(struct session *s, const struct imap_cmd *c)
@@ -242,10 +237,12 @@ static void cmd_authenticate(struct session *s, const struct imap_cmd *c)
  * carry addresses a backend trusts from us (x-originating-ip and kin). */
 static void cmd_id(struct session *s, const struct imap_cmd *c)
 {
+	char id[CLIENT_ID_MAX] = "";
 	size_t o = 0;
 	unsigned i = 1;
 
-	s->client_id[0] = '\0';
+	free(s->client_id);
+	s->client_id = NULL;
 	if (c->nargs == 1 && c->args[0].type == IMAP_ARG_NIL)
 		goto reply;
 	if (c->nargs < 2 || c->args[0].type != IMAP_ARG_LIST_OPEN ||
@@ -260,18 +257,19 @@ static void cmd_id(struct session *s, const struct imap_cmd *c)
 		int lk, lv;
 		if (!is_string(k) || (!is_string(v) && v->type != IMAP_ARG_NIL)) {
 			bad(s, c->tag, "ID fields and values are strings.");
-			s->client_id[0] = '\0';
 			return;
 		}
 		if (strncasecmp(k->data, "x-", 2) == 0 || v->type == IMAP_ARG_NIL)
 			continue;
 		lk = imap_quote(k->data, k->len, qk, sizeof(qk));
 		lv = imap_quote(v->data, v->len, qv, sizeof(qv));
-		if (lk < 0 || lv < 0 || o + (size_t)(lk + lv) + 3 >= sizeof(s->client_id))
+		if (lk < 0 || lv < 0 || o + (size_t)(lk + lv) + 3 >= sizeof(id))
 			continue;
-		o += (size_t)snprintf(s->client_id + o, sizeof(s->client_id) - o,
-		                      "%s%s %s", o ? " " : "", qk, qv);
+		o += (size_t)snprintf(id + o, sizeof(id) - o, "%s%s %s",
+		                      o ? " " : "", qk, qv);
 	}
+	if (o)
+		s->client_id = strdup(id);
 reply:
 	session_reply(s, "* ID (\"name\" \"Postern\" \"vendor\" \"Postern\")\r\n"
 	                 "%s OK ID completed.\r\n", c->tag);
@@ -291,7 +289,8 @@ static void cmd_starttls(struct session *s, const struct imap_cmd *c)
 	if (session_reply(s, "%s OK Begin TLS negotiation now.\r\n", c->tag) < 0)
 		return;
 	/* Pre-TLS state is not trusted after the handshake. */
-	s->client_id[0] = '\0';
+	free(s->client_id);
+	s->client_id = NULL;
 	session_starttls(s);
 }
 

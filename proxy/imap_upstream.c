@@ -58,8 +58,8 @@ static void set_caps(struct upstream *u, const char *p, size_t len)
 	size_t o = 0;
 	char padded[2100];
 
-	if (len >= sizeof(u->caps))
-		len = sizeof(u->caps) - 1;
+	if (len >= UP_CAPS_MAX)
+		len = UP_CAPS_MAX - 1;
 	for (size_t i = 0; i < len; i++)
 		if (p[i] >= 0x20 && p[i] < 0x7f)
 			u->caps[o++] = p[i];
@@ -349,6 +349,7 @@ static void on_login_reply(struct upstream *u, const char *line, size_t len)
 	const char *rest;
 	size_t rl;
 	char detail[160];
+	size_t dl = len < sizeof(detail) - 1 ? len : sizeof(detail) - 1;
 
 	if (len > 13 && strncasecmp(line, "* CAPABILITY ", 13) == 0) {
 		set_caps(u, line + 13, len - 13);
@@ -364,7 +365,8 @@ static void on_login_reply(struct upstream *u, const char *line, size_t len)
 		login_complete(u);
 		return;
 	}
-	log_quote(line, len, detail, sizeof(detail));
+	memcpy(detail, line, dl); /* quoted when logged, never sent on */
+	detail[dl] = '\0';
 	if (tagged(u, line, len, "NO", &rest, &rl) &&
 	    !(rl >= 13 && strncasecmp(rest, "[UNAVAILABLE]", 13) == 0))
 		upstream_finish(u, AUTH_FAIL, detail);

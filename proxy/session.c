@@ -134,7 +134,7 @@ void session_close(struct session *s, const char *reason)
 	log_event(LOG_LVL_INFO, s->id, "disconnect",
 	          "reason=\"%s\" user=%s duration=%.3f bytes_in=%llu "
 	          "bytes_out=%llu",
-	          reason, s->user[0] ? s->user : "-",
+	          reason, s->user ? s->user : "-",
 	          ev_now(s->w->loop) - s->started,
 	          (unsigned long long)s->client.bytes_in,
 	          (unsigned long long)s->client.bytes_out);
@@ -148,6 +148,8 @@ void session_free(struct session *s)
 	if (s->in)
 		OPENSSL_cleanse(s->in, s->incap);
 	free(s->in);
+	free(s->user);
+	free(s->client_id);
 	config_unref(s->cfg);
 	free(s);
 }
@@ -367,12 +369,17 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 		          s->user, s->backend->name);
 		penalty_success(s->creds->user);
 		session_wipe_creds(s);
+		free(s->client_id);
+		s->client_id = NULL;
 		s->proto->auth_done(s, AUTH_OK, u->caps);
 		return;
 	}
+	char q[256];
+
+	log_quote(detail, strlen(detail), q, sizeof(q));
 	log_event(LOG_LVL_WARN, s->id, "login",
-	          "user=%s backend=%s result=%s reason=\"%s\"", s->user,
-	          s->backend->name, r == AUTH_FAIL ? "fail" : "tempfail", detail);
+	          "user=%s backend=%s result=%s reason=%s", s->user,
+	          s->backend->name, r == AUTH_FAIL ? "fail" : "tempfail", q);
 	upstream_free(u);
 	s->up = NULL;
 	auth_failed(s, r);
@@ -388,11 +395,8 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 		auth_failed(s, r);
 		return;
 	}
-	if (canonical && canonical[0]) {
-		char q[CRED_MAX * 4 + 8];
-		log_quote(canonical, strlen(canonical), q, sizeof(q));
-		snprintf(s->user, sizeof(s->user), "%s", q);
-	}
+	if (canonical && canonical[0])
+		session_set_user(s, canonical);
 	s->backend = router_pick(s->cfg, s->lc, host,
 	                         canonical && canonical[0] ? canonical
 	                                                   : s->creds->user);
@@ -412,7 +416,7 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	    .client_port = s->peer_port,
 	    .local_ip = s->local_ip,
 	    .local_port = s->local_port,
-	    .client_id = s->client_id,
+	    .client_id = s->client_id ? s->client_id : "",
 	    .sid = s->id,
 	};
 	s->up = upstream_login(s->w->loop, s->backend, &s->req, upstream_done, s);
@@ -420,14 +424,20 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 		auth_failed(s, AUTH_TEMPFAIL);
 }
 
-void session_authenticate(struct session *s)
+void session_set_user(struct session *s, const char *raw)
 {
 	char q[CRED_MAX * 4 + 8];
 
+	log_quote(raw, strlen(raw), q, sizeof(q));
+	free(s->user);
+	s->user = strdup(q);
+}
+
+void session_authenticate(struct session *s)
+{
 	s->phase = SP_AUTH;
 	conn_want_read(&s->client, false);
-	log_quote(s->creds->user, strlen(s->creds->user), q, sizeof(q));
-	snprintf(s->user, sizeof(s->user), "%s", q);
+	session_set_user(s, s->creds->user);
 	if (directory_lookup(s) < 0) {
 		log_event(LOG_LVL_ERROR, s->id, "login",
 		          "user=%s result=tempfail reason=\"directory queue failed\"",

@@ -220,14 +220,16 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	u->owner = owner;
 	u->state = u + 1;
 	u->rbuf = malloc(UP_LINE_MAX);
+	u->caps = calloc(1, UP_CAPS_MAX);
 	ev_timer_init(&u->timer, timer_cb, b->connect_timeout, 0.);
 	u->timer.data = u;
-	if (!u->rbuf || conn_connect(&u->c, loop, (const struct sockaddr *)&b->imap.ss,
+	if (!u->rbuf || !u->caps || conn_connect(&u->c, loop, (const struct sockaddr *)&b->imap.ss,
 	                             b->imap.len, up_conn_cb, u) < 0) {
 		log_event(LOG_LVL_WARN, req->sid, "backend",
 		          "backend=%s result=fail reason=\"%s\"", b->name,
 		          u->c.err ? u->c.err : "out of memory");
 		free(u->rbuf);
+		free(u->caps);
 		free(u);
 		return NULL;
 	}
@@ -244,7 +246,8 @@ const char *upstream_leftover(struct upstream *u, size_t *len)
 void upstream_release_buffer(struct upstream *u)
 {
 	free(u->rbuf);
-	u->rbuf = NULL;
+	free(u->caps);
+	u->rbuf = u->caps = NULL;
 	u->rlen = 0;
 }
 
@@ -262,8 +265,7 @@ void upstream_free(struct upstream *u)
 	ev_timer_stop(u->c.loop, &u->timer);
 	u->ops->cleanup(u);
 	conn_close(&u->c);
-	free(u->rbuf);
-	u->rbuf = NULL;
+	upstream_release_buffer(u);
 	u->owner = zombies;
 	zombies = u;
 }
