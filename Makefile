@@ -29,7 +29,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/unit/%)
 UNIT_ASAN := $(UNIT_SRCS:tests/unit/%.c=build/unit-asan/%)
 HDRS     := $(wildcard include/*.h)
 
-.PHONY: all asan unit integration check demo deps install clean format lint bench
+.PHONY: all asan unit integration fuzz check demo deps install clean format lint bench
 all: postern
 
 postern: $(OBJS)
@@ -64,12 +64,18 @@ unit: $(UNIT_BINS) $(UNIT_ASAN)
 integration: postern build/postern-asan
 	POSTERN_BIN=$(CURDIR)/build/postern-asan $(PYTHON) -m pytest -q -ra tests/integration
 
+# Replays each parser's fuzz corpus, then fuzzes it for FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 20
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh
+
 deps:
 	@./.ci/deps.sh
 
 check: deps
 	$(MAKE) all asan
 	$(MAKE) unit
+	$(MAKE) fuzz
 	$(MAKE) integration
 
 demo: deps

@@ -4,7 +4,8 @@
 set -e
 PKGS="build-essential pkg-config libssl-dev libev-dev libconfig-dev \
 libcrypt-dev libcmocka-dev openssl curl python3 python3-pytest \
-dovecot-imapd dovecot-pop3d dovecot-submissiond whois"
+dovecot-imapd dovecot-pop3d dovecot-submissiond whois \
+clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -94,6 +94,7 @@ struct config {
 
 	char *users_path;
 	unsigned verifier_threads;
+	double auth_cache_ttl; /* seconds a verified password is remembered */
 	struct users users;
 
 	struct backend *backends;

@@ -21,6 +21,9 @@ int directory_lookup(struct session *s);
 /* Run on the worker's loop: deliver finished verdicts to live sessions. */
 void directory_deliver(struct worker *w);
 
+/* Forget every remembered verdict (on reload: the users file changed). */
+void directory_cache_flush(void);
+
 /* Constant-time check of a password against a crypt(3) hash (blocking). */
 int directory_verify_hash(const char *pass, const char *hash);
 

@@ -408,12 +408,13 @@ static void load_directory(struct cctx *c, struct config *cf,
                            const config_setting_t *root)
 {
 	static const char *const keys[] = {"type", "path", "verifier_threads",
-	                                   NULL};
+	                                   "cache_ttl", NULL};
 	static const char *const types[] = {"file", NULL};
 	const config_setting_t *g = get_group(c, root, "directory");
 	char errbuf[4096];
 
 	cf->verifier_threads = 2;
+	cf->auth_cache_ttl = 60;
 	if (!g) {
 		cerr(c, root, "missing required group 'directory'");
 		return;
@@ -421,6 +422,8 @@ static void load_directory(struct cctx *c, struct config *cf,
 	check_keys(c, g, keys);
 	get_enum(c, g, "type", types, 0);
 	get_uint(c, g, "verifier_threads", 1, 64, &cf->verifier_threads);
+	cf->auth_cache_ttl = 60;
+	get_double(c, g, "cache_ttl", 0, 3600, &cf->auth_cache_ttl);
 	cf->users_path = get_path(c, g, "path", 1, 1);
 	if (!cf->users_path || access(cf->users_path, R_OK) != 0)
 		return;

@@ -4,6 +4,10 @@
  * password, hash, host) so neither the session nor the configuration has to
  * outlive it; the answer goes back to the session's worker and is dropped if
  * that session has gone (matched by slot and id, never by pointer).
+ * Successful verdicts are remembered for directory.cache_ttl seconds under a
+ * keyed hash of user and password (a per-process random key; never the
+ * password), so a client that logs in again and again costs one crypt(3).
+ * Failures are never remembered.
  */
 #include "directory.h"
 
@@ -13,10 +17,28 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "log.h"
 #include "session.h"
 #include "worker.h"
+
+#define CACHE_SLOTS 4096
+
+struct cache_entry {
+	unsigned char key[32]; /* HMAC-SHA256(secret, user NUL password) */
+	double expires;
+	char *host;
+	bool used;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	unsigned char secret[32];
+	struct cache_entry e[CACHE_SLOTS];
+} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 struct verdict {
 	struct verdict *next;
@@ -27,6 +49,8 @@ struct verdict {
 	char *hash; /* NULL: unknown user, verify a dummy for equal timing */
 	char *host;
 	enum auth_result result;
+	unsigned char key[32];
+	double cache_until; /* 0: do not remember */
 };
 
 static struct {
@@ -63,6 +87,77 @@ static void verdict_free(struct verdict *v)
 	free(v);
 }
 
+static void cache_key(const char *user, const char *pass, unsigned char out[32])
+{
+	unsigned char buf[2 * (CRED_MAX + 1)];
+	size_t ul = strlen(user), pl = strlen(pass);
+	unsigned int ol = 32;
+
+	memcpy(buf, user, ul + 1);
+	memcpy(buf + ul + 1, pass, pl);
+	HMAC(EVP_sha256(), cache.secret, sizeof(cache.secret), buf, ul + 1 + pl,
+	     out, &ol);
+	OPENSSL_cleanse(buf, sizeof(buf));
+}
+
+static struct cache_entry *cache_slot(const unsigned char key[32])
+{
+	unsigned idx;
+
+	memcpy(&idx, key, sizeof(idx));
+	return &cache.e[idx % CACHE_SLOTS];
+}
+
+/* 1 and *host (a copy, or NULL) on a live entry for key. */
+static int cache_get(const unsigned char key[32], double now, char **host)
+{
+	struct cache_entry *e;
+	int hit = 0;
+
+	pthread_mutex_lock(&cache.lock);
+	e = cache_slot(key);
+	if (e->used && e->expires > now && CRYPTO_memcmp(e->key, key, 32) == 0) {
+		*host = e->host ? strdup(e->host) : NULL;
+		hit = !e->host || *host;
+	}
+	pthread_mutex_unlock(&cache.lock);
+	return hit;
+}
+
+static void cache_put(const unsigned char key[32], double until,
+                      const char *host)
+{
+	struct cache_entry *e;
+
+	pthread_mutex_lock(&cache.lock);
+	e = cache_slot(key);
+	free(e->host);
+	memcpy(e->key, key, 32);
+	e->expires = until;
+	e->host = host ? strdup(host) : NULL;
+	e->used = !host || e->host;
+	pthread_mutex_unlock(&cache.lock);
+}
+
+void directory_cache_flush(void)
+{
+	pthread_mutex_lock(&cache.lock);
+	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
+		free(cache.e[i].host);
+		memset(&cache.e[i], 0, sizeof(cache.e[i]));
+	}
+	pthread_mutex_unlock(&cache.lock);
+}
+
+static void deliver_to_worker(struct verdict *v)
+{
+	pthread_mutex_lock(&v->w->vlock);
+	v->next = v->w->verdicts;
+	v->w->verdicts = v;
+	pthread_mutex_unlock(&v->w->vlock);
+	ev_async_send(v->w->loop, &v->w->wake);
+}
+
 static void *verifier_main(void *arg)
 {
 	(void)arg;
@@ -92,12 +187,9 @@ static void *verifier_main(void *arg)
 		if (!v->pass[0])
 			v->result = AUTH_FAIL;
 		OPENSSL_cleanse(v->pass, sizeof(v->pass));
-
-		pthread_mutex_lock(&v->w->vlock);
-		v->next = v->w->verdicts;
-		v->w->verdicts = v;
-		pthread_mutex_unlock(&v->w->vlock);
-		ev_async_send(v->w->loop, &v->w->wake);
+		if (v->result == AUTH_OK && v->cache_until > 0)
+			cache_put(v->key, v->cache_until, v->host);
+		deliver_to_worker(v);
 	}
 }
 
@@ -111,6 +203,8 @@ int directory_start(unsigned threads)
 	    !crypt_rn("postern-dummy", salt, &cd, sizeof(cd)))
 		return -1;
 	strcpy(pool.dummy_hash, cd.output);
+	if (RAND_bytes(cache.secret, sizeof(cache.secret)) != 1)
+		return -1;
 	pool.tail = &pool.head;
 	pool.threads = calloc(threads, sizeof(*pool.threads));
 	for (unsigned i = 0; i < threads; i++) {
@@ -137,6 +231,7 @@ void directory_stop(void)
 		pool.head = v->next;
 		verdict_free(v);
 	}
+	directory_cache_flush();
 }
 
 int directory_lookup(struct session *s)
@@ -149,6 +244,19 @@ int directory_lookup(struct session *s)
 	v->w = s->w;
 	v->slot = s->slot;
 	v->sid = s->id;
+	if (s->cfg->auth_cache_ttl > 0 && s->creds->pass[0]) {
+		double now = ev_now(s->w->loop);
+		cache_key(s->creds->user, s->creds->pass, v->key);
+		if (cache_get(v->key, now, &v->host)) {
+			log_event(LOG_LVL_DEBUG, s->id, "directory",
+			          "user=%s result=ok cached=1", s->user);
+			/* Answered on the next loop turn, like any verdict. */
+			v->result = AUTH_OK;
+			deliver_to_worker(v);
+			return 0;
+		}
+		v->cache_until = now + s->cfg->auth_cache_ttl;
+	}
 	memcpy(v->pass, s->creds->pass, sizeof(v->pass));
 	if (e) {
 		v->hash = strdup(e->hash);

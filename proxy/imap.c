@@ -366,9 +366,10 @@ static bool command(struct session *s)
 	                   2u * s->cfg->limits.literal_max + 64,
 	};
 	struct imap_cmd c;
-	/* Arguments are never longer than the bytes they came from, plus one
-	 * terminating NUL each. */
-	size_t absize = s->inlen + IMAP_ARGS_MAX + 1;
+	/* Arguments are never longer than the bytes they came from plus one
+	 * terminating NUL each, but the parser reserves room for a literal as
+	 * soon as it is announced, before its bytes arrive. */
+	size_t absize = s->inlen + s->cfg->limits.literal_max + IMAP_ARGS_MAX + 1;
 	char *ab = malloc(absize);
 	enum imap_parse_status r;
 

@@ -76,6 +76,7 @@ static void reload(const char *path)
 	} else {
 		log_setup(c->log_level, c->log_syslog);
 		config_set_current(c);
+		directory_cache_flush(); /* users or passwords may have changed */
 		log_event(LOG_LVL_INFO, 0, "reload", "result=ok users=%zu", c->users.n);
 	}
 	config_unref(c);

@@ -108,6 +108,13 @@ static SSL_CTX *server_ctx(struct config *c, const struct tls_cert *t,
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
 	                             SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"postern", 7);
+	/*
+	 * Resumption by tickets only: stateless, so no per-handshake session
+	 * object is kept in a server-side cache (which would cost memory for
+	 * every client that ever connected, and is per-process anyway).
+	 */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 1);
 	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
 	SSL_CTX_set_tlsext_servername_arg(ctx, c);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);

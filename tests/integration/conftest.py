@@ -1,0 +1,312 @@
+"""pytest fixtures: certificates, two real Dovecot backends, the Postern users
+file and Postern processes, all in one temporary directory per session.
+
+Run with Debian's interpreter:  /usr/bin/python3 -m pytest tests/integration
+The Postern binary comes from $POSTERN_BIN (default: <repo>/postern).
+"""
+
+import copy
+import itertools
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import servers  # noqa: E402
+from servers import Dovecot, Postern  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def postern_binary():
+    return os.environ.get("POSTERN_BIN") or os.path.join(REPO_ROOT, "postern")
+
+
+# --------------------------------------------------------------------------
+# Session basics
+
+
+@pytest.fixture(scope="session")
+def workroot(request):
+    """The session's temporary directory (mode 0755: Dovecot's login and
+    mail processes run as dovenull and mail and must traverse it).  Kept
+    after a failed run, removed after a clean one."""
+    path = tempfile.mkdtemp(prefix="postern-it-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    if request.session.testsfailed or os.environ.get("POSTERN_IT_KEEP"):
+        sys.stderr.write("\nintegration work directory kept: %s\n" % path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def certs(workroot):
+    """dict: ca, ca_key, server_cert/server_key (CN=localhost, SAN
+    DNS:localhost, IP:127.0.0.1), sni_cert/sni_key (mail.example.test)."""
+    return servers.make_certs(os.path.join(workroot, "certs"))
+
+
+@pytest.fixture(scope="session")
+def ssl_ctx(certs):
+    """A client SSL context that trusts only the test CA (hostname checked)."""
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def all_users():
+    """Every test user (servers.User: name, password, host)."""
+    return servers.standard_users()
+
+
+@pytest.fixture(scope="session")
+def users(all_users):
+    """dict name -> servers.User."""
+    return {u.name: u for u in all_users}
+
+
+# --------------------------------------------------------------------------
+# Dovecot
+
+
+@pytest.fixture(scope="session")
+def backends(workroot, all_users):
+    """dict "mbox-a"/"mbox-b" -> started servers.Dovecot.  Both know every
+    user with the same password; each INBOX has three messages, the first
+    with Subject "hello from <name>"."""
+    started = {}
+    try:
+        for name in servers.HOSTS:
+            d = Dovecot(name, os.path.join(workroot, name), all_users)
+            started[name] = d
+            d.start()
+        yield started
+    finally:
+        leftovers = []
+        for d in started.values():
+            d.stop()
+            leftovers += d.instance_pids()
+        assert not leftovers, "dovecot processes left behind: %r" % leftovers
+
+
+@pytest.fixture(scope="session")
+def mbox_a(backends):
+    return backends["mbox-a"]
+
+
+@pytest.fixture(scope="session")
+def mbox_b(backends):
+    return backends["mbox-b"]
+
+
+_private_seq = itertools.count(1)
+
+
+@pytest.fixture
+def private_dovecot(workroot, all_users):
+    """Factory for a Dovecot instance owned by one test (which may kill
+    it): private_dovecot(hostname="mbox-a", users=None) -> started Dovecot
+    whose messages say "hello from <hostname>".  Stopped afterwards."""
+    started = []
+
+    def factory(hostname="mbox-a", users=None):
+        n = next(_private_seq)
+        d = Dovecot("private%d" % n,
+                    os.path.join(workroot, "private%d" % n),
+                    users or all_users, hostname=hostname)
+        started.append(d)
+        return d.start()
+
+    yield factory
+    leftovers = []
+    for d in started:
+        d.stop()
+        leftovers += d.instance_pids()
+    assert not leftovers, "dovecot processes left behind: %r" % leftovers
+
+
+# --------------------------------------------------------------------------
+# Postern
+
+
+class PosternLauncher:
+    """Builds a Postern config (as a dict), writes it and the users file
+    into a fresh directory and starts the binary.
+
+    start(mutate=None, users=None, backends=None, **overrides):
+      - overrides: top-level config sections, deep-merged into the default
+        (dicts merge, other values replace, None deletes), e.g.
+        limits={"auth_fail_delay": 0}, shutdown_grace=2;
+      - backends: {"mbox-b": {"imap": port, "auth": "login"}} merged into
+        the named backend entries;
+      - users: list of servers.User for the users file (default: all);
+      - mutate: a callable given the final config dict to change anything.
+    """
+
+    _seq = itertools.count(1)
+
+    def __init__(self, workroot, certs, backends, all_users):
+        self.workroot = workroot
+        self.certs = certs
+        self.backends = backends
+        self.all_users = all_users
+        self.binary = postern_binary()
+        self._hashes = {}
+
+    def hashes_for(self, users):
+        missing = [u.password for u in users if u.password not in
+                   self._hashes]
+        for pw, h in zip(missing, servers.crypt_sha512(missing)):
+            self._hashes[pw] = h
+        return [self._hashes[u.password] for u in users]
+
+    def default_config(self, ports):
+        c = self.certs
+        return {
+            "workers": 2,
+            "shutdown_grace": 5,
+            "log": {"level": "debug", "syslog": False},
+            "limits": {
+                "line_max": 8192,
+                "literal_max": 8192,
+                "bad_commands": 5,
+                "handshake_timeout": 10,
+                "auth_timeout": 60,
+                "idle_timeout": 1800,
+                "auth_fail_delay": 200,
+                "connections_max": 10000,
+                "connections_per_ip": 1000,
+            },
+            "tls": {
+                "certificates": [
+                    {"cert": c["server_cert"], "key": c["server_key"]},
+                    {"cert": c["sni_cert"], "key": c["sni_key"]},
+                ],
+                "min_version": "TLSv1.2",
+            },
+            "directory": {
+                "type": "file",
+                "path": "users",  # relative to the config file's directory
+                "verifier_threads": 2,
+            },
+            "backends": [
+                {"name": name, "host": "127.0.0.1", "imap": d.port,
+                 "tls": "none", "auth": "plain", "trusted": True}
+                for name, d in self.backends.items()
+            ],
+            "pools": [
+                {"name": "default", "members": list(self.backends)},
+            ],
+            "listeners": [
+                {"protocol": "imap",
+                 "address": "127.0.0.1:%d" % ports["imaps"],
+                 "tls": "implicit", "pool": "default"},
+                {"protocol": "imap",
+                 "address": "127.0.0.1:%d" % ports["starttls_req"],
+                 "tls": "starttls", "require_tls": True, "pool": "default"},
+                {"protocol": "imap",
+                 "address": "127.0.0.1:%d" % ports["starttls"],
+                 "tls": "starttls", "require_tls": False, "pool": "default"},
+                {"protocol": "imap",
+                 "address": "127.0.0.1:%d" % ports["plain"],
+                 "tls": "none", "pool": "default"},
+            ],
+            "imap": {"greeting": "Postern ready."},
+        }
+
+    def start(self, mutate=None, users=None, backends=None, **overrides):
+        n = next(self._seq)
+        workdir = os.path.join(self.workroot, "postern%d" % n)
+        os.makedirs(workdir)
+        ports = {k: servers.free_port() for k in servers.LISTENER_KEYS}
+        cfg = self.default_config(ports)
+        servers.deep_merge(cfg, copy.deepcopy(overrides))
+        for name, changes in (backends or {}).items():
+            entry = [b for b in cfg["backends"] if b["name"] == name]
+            assert entry, "no backend %r in the config" % name
+            servers.deep_merge(entry[0], changes)
+        if mutate:
+            mutate(cfg)
+        users = self.all_users if users is None else users
+        servers.write_postern_users(os.path.join(workdir, "users"), users,
+                                    self.hashes_for(users))
+        p = Postern(self.binary, workdir, cfg, ports)
+        return p.start()
+
+
+@pytest.fixture(scope="session")
+def postern_launcher(workroot, certs, backends, all_users):
+    return PosternLauncher(workroot, certs, backends, all_users)
+
+
+def _stop_all(instances):
+    problems = []
+    for p in instances:
+        problems += p.stop()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def module_postern(postern_launcher):
+    p = postern_launcher.start()
+    yield p
+    _stop_all([p])
+
+
+def _assert_alive(p, when):
+    if not p.running():
+        hits, text = p.sanitizer_report()
+        pytest.fail("postern died %s (exit code %s%s); log tail:\n%s" % (
+            when, p.proc.returncode,
+            ", sanitizer: " + ", ".join(hits) if hits else "",
+            text[-6000:]), pytrace=False)
+
+
+@pytest.fixture
+def postern(module_postern):
+    """A Postern with the default config, shared by one test module:
+    listeners imaps (implicit TLS), starttls_req (STARTTLS, require_tls),
+    starttls (STARTTLS optional), plain (no TLS); backends mbox-a/mbox-b;
+    pool default.  Each test fails if the process is dead before or after
+    it; module teardown: SIGTERM, exit 0, no sanitizer report."""
+    _assert_alive(module_postern, "before this test")
+    yield module_postern
+    _assert_alive(module_postern, "during this test")
+
+
+@pytest.fixture(scope="module")
+def module_postern_factory(postern_launcher):
+    """Like postern_factory, for a custom-config Postern shared by the tests
+    of one module (stopped and checked at the end of the module)."""
+    started = []
+
+    def factory(**kw):
+        p = postern_launcher.start(**kw)
+        started.append(p)
+        return p
+
+    yield factory
+    _stop_all(started)
+
+
+@pytest.fixture
+def postern_factory(postern_launcher):
+    """postern_factory(**same as PosternLauncher.start) -> a started Postern
+    owned by one test (stopped and checked afterwards)."""
+    started = []
+
+    def factory(**kw):
+        p = postern_launcher.start(**kw)
+        started.append(p)
+        return p
+
+    yield factory
+    _stop_all(started)

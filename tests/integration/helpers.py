@@ -1,0 +1,89 @@
+"""Client-side helpers shared by the test modules: imaplib connections, the
+"which backend did I land on" probe, and curl."""
+
+import imaplib
+import re
+import subprocess
+
+from imapraw import RawImap
+
+HOST = "127.0.0.1"
+
+
+def imap_ssl(port, ctx, server_hostname=None, timeout=20):
+    """imaplib over implicit TLS (certificate checked against the test CA)."""
+    if server_hostname is None:
+        return imaplib.IMAP4_SSL(HOST, port, ssl_context=ctx, timeout=timeout)
+
+    class _SNI(imaplib.IMAP4_SSL):
+        def _create_socket(self, timeout):
+            sock = imaplib.IMAP4._create_socket(self, timeout)
+            return self.ssl_context.wrap_socket(
+                sock, server_hostname=server_hostname)
+    return _SNI(HOST, port, ssl_context=ctx, timeout=timeout)
+
+
+def imap_starttls(port, ctx, timeout=20):
+    """imaplib over a cleartext connection upgraded with STARTTLS."""
+    m = imaplib.IMAP4(HOST, port, timeout=timeout)
+    typ, _ = m.starttls(ssl_context=ctx)
+    assert typ == "OK"
+    return m
+
+
+def imap_plain(port, timeout=20):
+    return imaplib.IMAP4(HOST, port, timeout=timeout)
+
+
+def login_literal(m, user, password_bytes):
+    """LOGIN with the password sent as a synchronizing literal (imaplib waits
+    for the "+" continuation before sending it)."""
+    m.literal = password_bytes
+    typ, data = m._simple_command("LOGIN", user)
+    if typ == "OK":
+        m.state = "AUTH"
+    return typ, data
+
+
+def inbox_subjects(m):
+    """Subjects of every message in INBOX (EXAMINE: nothing is changed)."""
+    typ, data = m.select("INBOX", readonly=True)
+    assert typ == "OK", data
+    count = int(data[0])
+    if count == 0:
+        return []
+    typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK", data
+    subjects = []
+    for item in data:
+        if isinstance(item, tuple):
+            m_ = re.search(rb"Subject: ([^\r\n]*)", item[1])
+            if m_:
+                subjects.append(m_.group(1).decode())
+    return subjects
+
+
+def landing_host(m):
+    """Which backend this logged-in session talks to, from the
+    "hello from <host>" message every INBOX holds."""
+    hosts = {s[len("hello from "):] for s in inbox_subjects(m)
+             if s.startswith("hello from ")}
+    assert len(hosts) == 1, "cannot tell the backend from %r" % hosts
+    return hosts.pop()
+
+
+def raw(port, **kw):
+    return RawImap(port, host=HOST, **kw)
+
+
+def curl(*args, timeout=30):
+    """Run curl (silent, errors shown); returns CompletedProcess (bytes)."""
+    cmd = ["curl", "-sS", "--max-time", str(timeout)] + list(args)
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout + 10)
+
+
+def tagged_status(line):
+    """b"a OK [..] text\\r\\n" -> "OK"."""
+    parts = line.split(b" ", 2)
+    return parts[1].decode() if len(parts) > 1 else ""

@@ -1,0 +1,857 @@
+"""Real servers for the integration tests: certificates, Dovecot backends,
+the Postern users file and the Postern process itself.
+
+Everything runs on loopback, on free ports, inside one temporary directory
+per test session.  Processes are started and stopped by pid, never by name.
+"""
+
+import base64
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+MAIL_UID = 8  # the `mail` user: Dovecot refuses uid 0 for mail processes
+MAIL_GID = 8
+
+HOSTS = ("mbox-a", "mbox-b")
+
+# Sanitizer reports that make a Postern run fail.
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nobody listens on right now (bind to 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def closed_port(host="127.0.0.1"):
+    """A port that refuses connections (nothing listens there)."""
+    return free_port(host)
+
+
+def port_accepts(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def chown_tree(path, uid=MAIL_UID, gid=MAIL_GID):
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, gid)
+
+
+def run(cmd, **kw):
+    kw.setdefault("check", True)
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(cmd, **kw)
+
+
+def pids_matching(fragment):
+    """Pids of processes whose command line contains fragment (read from
+    /proc, so nothing is matched by a broad name)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if fragment.encode() in cmdline:
+            out.append(int(entry))
+    return out
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Certificates
+
+
+def make_certs(directory):
+    """A CA and two server certificates signed by it:
+    - "server": CN=localhost, SAN DNS:localhost, IP:127.0.0.1 (the default)
+    - "sni":    CN=mail.example.test, SAN DNS:mail.example.test
+    Returns a dict of paths: ca, ca_key, server_cert, server_key,
+    sni_cert, sni_key."""
+    os.makedirs(directory, exist_ok=True)
+    p = lambda name: os.path.join(directory, name)  # noqa: E731
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "30",
+         "-subj", "/CN=Postern Test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    for stem, cn, san in (
+            ("server", "localhost", "DNS:localhost,IP:127.0.0.1"),
+            ("sni", "mail.example.test", "DNS:mail.example.test")):
+        run(["openssl", "req", "-newkey", "rsa:2048", "-nodes",
+             "-keyout", p(stem + ".key"), "-out", p(stem + ".csr"),
+             "-subj", "/CN=" + cn])
+        with open(p(stem + ".ext"), "w") as f:
+            f.write("subjectAltName=%s\n"
+                    "basicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth\n" % san)
+        run(["openssl", "x509", "-req", "-in", p(stem + ".csr"),
+             "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial",
+             "-out", p(stem + ".pem"), "-days", "30", "-sha256",
+             "-extfile", p(stem + ".ext")])
+    for name in os.listdir(directory):
+        os.chmod(p(name), 0o644)
+    return {
+        "dir": directory,
+        "ca": p("ca.pem"), "ca_key": p("ca.key"),
+        "server_cert": p("server.pem"), "server_key": p("server.key"),
+        "sni_cert": p("sni.pem"), "sni_key": p("sni.key"),
+    }
+
+
+# --------------------------------------------------------------------------
+# Users
+
+
+class User:
+    """A mail user known to both Dovecot backends (same password there: Postern
+    logs in to the backend with the user's own password) and to Postern's
+    users file, with the backend Postern must route to (None: the pool)."""
+
+    def __init__(self, name, password, host):
+        self.name = name
+        self.password = password
+        self.host = host
+
+    @property
+    def password_bytes(self):
+        return self.password.encode("utf-8")
+
+    def __repr__(self):
+        return "User(%r, host=%r)" % (self.name, self.host)
+
+
+def load_user_name(i):
+    return "user%02d" % i
+
+
+def standard_users(load_users=100):
+    users = [
+        User("alice", "alice-Secret1", "mbox-a"),
+        User("bob", "bob-Secret2", "mbox-b"),
+        User("carol", "carol-Secret3", None),
+        User("dave", "dave-Secret4", "mbox-a"),      # IDLE test
+        User("erin", "erin-Secret5", "mbox-b"),      # 20 MB message test
+        User("frank", "frank secret 6", "mbox-a"),   # space: must be quoted
+        User("grace", 'gr"ace\\pw7', "mbox-b"),      # quote and backslash
+        User("heidi", "heidi-Secret8", "mbox-a"),    # client address test
+        User("ivan", "ivan-Secret9", "mbox-a"),      # backend-kill test
+        User("jorg", "p\u00e4ssw\u00f6rd", "mbox-a"),  # non-ASCII password
+    ]
+    for i in range(load_users):
+        host = ("mbox-a", "mbox-b", None)[i % 3]
+        users.append(User(load_user_name(i), "pw-%s-x" % load_user_name(i),
+                          host))
+    return users
+
+
+def crypt_sha512(passwords):
+    """SHA-512 crypt hashes ($6$) from `openssl passwd -6`, one process for
+    all of them (passwords go on stdin, one a line)."""
+    if not passwords:
+        return []
+    for pw in passwords:
+        assert "\n" not in pw and "\r" not in pw
+    data = "".join(pw + "\n" for pw in passwords).encode("utf-8")
+    out = run(["openssl", "passwd", "-6", "-stdin"], input=data).stdout
+    hashes = out.decode().split()
+    assert len(hashes) == len(passwords), out
+    assert all(h.startswith("$6$") for h in hashes)
+    return hashes
+
+
+def write_postern_users(path, users, hashes=None):
+    """The Postern users file: name:hash[:backend], one a line."""
+    if hashes is None:
+        hashes = crypt_sha512([u.password for u in users])
+    lines = ["# Postern integration-test users (generated)"]
+    for u, h in zip(users, hashes):
+        lines.append("%s:%s" % (u.name, h) + (":" + u.host if u.host else ""))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+# --------------------------------------------------------------------------
+# Dovecot
+
+
+def make_message(subject, body, sender="sender@example.test",
+                 to="user@example.test", msgid=None):
+    """An RFC 5322 message with CRLF line ends (Dovecot serves Maildir files
+    as they are, so a CRLF file comes back byte-identical in FETCH)."""
+    msgid = msgid or "<%s@postern.test>" % hashlib.sha1(
+        (subject + body).encode()).hexdigest()[:16]
+    lines = [
+        "From: Postern Test <%s>" % sender,
+        "To: <%s>" % to,
+        "Subject: %s" % subject,
+        "Date: Thu, 01 Feb 2024 10:00:00 +0000",
+        "Message-ID: %s" % msgid,
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+    ] + body.split("\n")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+class Dovecot:
+    """One private Dovecot instance (IMAP and POP3 on loopback, no TLS)
+    serving Maildirs for the given users.  start() waits for the greeting;
+    stop() terminates the master by pid and waits for every process of the
+    instance to be gone."""
+
+    _seq = 0
+
+    def __init__(self, name, workdir, users, hostname=None):
+        Dovecot._seq += 1
+        self.name = name
+        self.hostname = hostname or name
+        self.workdir = workdir
+        self.users = list(users)
+        self.instance_name = "pit%d-%d-%s" % (os.getpid(), Dovecot._seq, name)
+        self.port = free_port()
+        self.pop3_port = free_port()
+        self.conf_path = os.path.join(workdir, "dovecot.conf")
+        self.log_path = os.path.join(workdir, "dovecot.log")
+        self.passwd_path = os.path.join(workdir, "passwd")
+        self.base_dir = os.path.join(workdir, "run")
+        self.state_dir = os.path.join(workdir, "state")
+        self.home_root = os.path.join(workdir, "home")
+        self.proc = None
+        self._msg_seq = 0
+        self._setup()
+
+    # -- files
+
+    def home(self, user):
+        return os.path.join(self.home_root, user)
+
+    def maildir(self, user):
+        return os.path.join(self.home(user), "Maildir")
+
+    def _setup(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+        os.makedirs(self.home_root, exist_ok=True)
+        os.chmod(self.home_root, 0o755)
+        lines = []
+        for u in self.users:
+            assert ":" not in u.password and ":" not in u.name
+            lines.append("%s:{PLAIN}%s:%d:%d::%s::" % (
+                u.name, u.password, MAIL_UID, MAIL_GID, self.home(u.name)))
+            self._make_mailbox(u.name)
+        with open(self.passwd_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.passwd_path, 0o644)
+        with open(self.conf_path, "w") as f:
+            f.write(self._config())
+
+    def _make_mailbox(self, user):
+        md = self.maildir(user)
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(md, sub), exist_ok=True)
+        msgs = [
+            ("hello from %s" % self.hostname,
+             "This message lives on %s for %s.\n" % (self.hostname, user)),
+            ("second message on %s" % self.hostname,
+             "Another message for %s.\n\nWith two paragraphs.\n" % user),
+            ("third message", "Short.\n"),
+        ]
+        for subject, body in msgs:
+            self._write_message(user, make_message(
+                subject, body, to="%s@example.test" % user), folder="cur")
+        chown_tree(self.home(user))
+
+    def _write_message(self, user, data, folder="new"):
+        """Maildir delivery: write into tmp/, then rename into new/ or cur/.
+        File names carry increasing timestamps so Dovecot assigns UIDs in
+        delivery order."""
+        self._msg_seq += 1
+        md = self.maildir(user)
+        base = "%d.M%dP%d.postern-test" % (1700000000 + self._msg_seq,
+                                           self._msg_seq, os.getpid())
+        tmp = os.path.join(md, "tmp", base)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chown(tmp, MAIL_UID, MAIL_GID)
+        final = os.path.join(md, folder, base + (":2," if folder == "cur"
+                                                 else ""))
+        os.rename(tmp, final)
+        return final
+
+    def deliver(self, user, subject, body="Delivered by the test.\n"):
+        """Drop a new message into the user's Maildir new/ (as an MDA
+        would); returns the file path."""
+        return self._write_message(
+            user, make_message(subject, body, to="%s@example.test" % user),
+            folder="new")
+
+    def add_big_message(self, user, size=20 * 1024 * 1024,
+                        subject="big message"):
+        """Add a message of about `size` bytes (base64 of random data, CRLF
+        lines) to the user's INBOX.  Returns (path, sha256 hex, bytes)."""
+        raw = os.urandom(size * 3 // 4)
+        b64 = base64.b64encode(raw)
+        body = b"\r\n".join(b64[i:i + 76] for i in range(0, len(b64), 76))
+        head = make_message(subject, "").rstrip(b"\r\n")
+        head = head.replace(b"Content-Type: text/plain; charset=us-ascii",
+                            b"Content-Type: application/octet-stream\r\n"
+                            b"Content-Transfer-Encoding: base64")
+        data = head + b"\r\n\r\n" + body + b"\r\n"
+        path = self._write_message(user, data, folder="new")
+        return path, hashlib.sha256(data).hexdigest(), len(data)
+
+    def _config(self):
+        pop3 = os.path.exists("/usr/lib/dovecot/pop3")
+        protocols = "imap pop3" if pop3 else "imap"
+        c = """\
+# Generated by tests/integration/servers.py
+instance_name = {inst}
+base_dir = {base}
+state_dir = {state}
+log_path = {log}
+protocols = {protocols}
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_failure_delay = 0
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:~/Maildir
+mail_max_userip_connections = 1000
+login_trusted_networks = 127.0.0.0/8
+login_greeting = Dovecot {host} ready.
+imap_id_log = *
+mailbox_idle_check_interval = 1 secs
+default_process_limit = 500
+default_client_limit = 2000
+default_vsz_limit = 1G
+
+passdb {{
+  driver = passwd-file
+  args = {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = {passwd}
+}}
+
+service imap-login {{
+  chroot =
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 1000
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service imap {{
+  process_limit = 1000
+}}
+service anvil {{
+  chroot =
+  client_limit = 5000
+  # The auth process (user dovecot) cannot connect to this socket, so the
+  # per-address auth penalty is disabled and a failed login in one test
+  # does not delay the logins of the next.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service stats {{
+  client_limit = 5000
+}}
+service auth {{
+  client_limit = 5000
+}}
+""".format(inst=self.instance_name, base=self.base_dir, state=self.state_dir,
+           log=self.log_path, protocols=protocols, passwd=self.passwd_path,
+           port=self.port, host=self.hostname)
+        if pop3:
+            c += """\
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+""".format(pop3=self.pop3_port)
+        return c
+
+    # -- process
+
+    def start(self, timeout=20):
+        assert self.proc is None or self.proc.poll() is not None
+        check = run(["dovecot", "-c", self.conf_path, "-n"], check=False)
+        if check.returncode != 0:
+            raise RuntimeError("bad dovecot config: %s" %
+                               check.stderr.decode(errors="replace"))
+        self.proc = subprocess.Popen(
+            ["dovecot", "-F", "-c", self.conf_path],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.workdir, "dovecot.stderr"), "ab"),
+            cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dovecot %s exited with %s:\n%s" % (
+                    self.name, self.proc.returncode, self.log_text()[-3000:]))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port),
+                                              timeout=2) as s:
+                    s.settimeout(5)
+                    greeting = s.recv(4096)
+                    if greeting.startswith(b"* OK"):
+                        return self
+                    last = greeting
+            except OSError as e:
+                last = e
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("dovecot %s did not greet on %d: %r\n%s" % (
+            self.name, self.port, last, self.log_text()[-3000:]))
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def instance_pids(self):
+        """Every live process of this instance: the master (whose command
+        line names our config) and its children (titled
+        dovecot-<instance_name>/<service>)."""
+        return sorted(set(pids_matching(self.conf_path) +
+                          pids_matching("-%s/" % self.instance_name)))
+
+    def stop(self, timeout=15):
+        """SIGTERM the master by pid, wait for it and for all of the
+        instance's processes to exit (SIGKILL the stragglers, by pid)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = self.instance_pids()
+            if not left:
+                break
+            time.sleep(0.1)
+        else:
+            for pid in self.instance_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        # Dovecot leaves master.pid behind for a moment; a restart must not
+        # see a stale one.
+        try:
+            os.unlink(os.path.join(self.base_dir, "master.pid"))
+        except FileNotFoundError:
+            pass
+
+    def kill(self):
+        """Kill the whole instance abruptly (SIGKILL, master then children)
+        to simulate a backend crash."""
+        pids = self.instance_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc is not None:
+            self.proc.wait(10)
+        self.stop(timeout=5)
+
+    # -- log
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_mark(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(mark)
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, since=0, timeout=10):
+        """Wait until a log line written after `since` matches the regex;
+        returns the match (Dovecot's log process writes asynchronously)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log_since(since))
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "no %r in %s log after %ds:\n%s" % (
+                        pattern, self.name, timeout,
+                        self.log_since(since)[-3000:]))
+            time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+# libconfig
+
+
+def _lc_string(s):
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20:
+            out.append("\\x%02x" % ord(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _lc_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v) + ("L" if not -2**31 <= v < 2**31 else "")
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return _lc_string(v)
+    raise TypeError("no libconfig form for %r" % (v,))
+
+
+def _lc_value(v, indent):
+    pad = "  " * indent
+    if isinstance(v, dict):
+        body = "".join(_lc_setting(k, x, indent + 1) for k, x in v.items())
+        return "{\n" + body + pad + "}"
+    if isinstance(v, (list, tuple)):
+        if all(not isinstance(x, (dict, list, tuple)) for x in v):
+            return "[ " + ", ".join(_lc_scalar(x) for x in v) + " ]"
+        items = [("  " * (indent + 1)) + _lc_value(x, indent + 1) for x in v]
+        return "(\n" + ",\n".join(items) + "\n" + pad + ")"
+    return _lc_scalar(v)
+
+
+def _lc_setting(key, value, indent):
+    if value is None:
+        return ""
+    return "%s%s = %s;\n" % ("  " * indent, key, _lc_value(value, indent))
+
+
+def render_libconfig(cfg):
+    """Render a dict as a libconfig file: dicts are groups, lists of dicts
+    are lists `( )`, lists of scalars are arrays `[ ]`; None omits a key."""
+    return "# Generated by tests/integration/servers.py\n" + "".join(
+        _lc_setting(k, v, 0) for k, v in cfg.items())
+
+
+def deep_merge(base, override):
+    """Merge override into base (in place): dicts merge recursively, any
+    other value replaces; a None value deletes the key."""
+    for k, v in override.items():
+        if v is None:
+            base.pop(k, None)
+        elif isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+# --------------------------------------------------------------------------
+# logfmt
+
+_LOGFMT_PAIR = re.compile(
+    r'([A-Za-z_][A-Za-z0-9_.\-]*)=("(?:[^"\\]|\\.)*"|[^\s"=]*)(?=\s|$)')
+_LOGFMT_ESC = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def parse_logfmt(line):
+    """Parse one logfmt line strictly: space-separated key=value pairs,
+    values bare (no space, quote or '=') or double-quoted with backslash
+    escapes.  Returns a dict, or raises ValueError (e.g. for a value with
+    spaces that is not quoted)."""
+    out = {}
+    pos, n = 0, len(line)
+    while True:
+        while pos < n and line[pos] == " ":
+            pos += 1
+        if pos >= n:
+            return out
+        m = _LOGFMT_PAIR.match(line, pos)
+        if not m:
+            raise ValueError("not logfmt at %d: %r" % (pos, line))
+        key, value = m.group(1), m.group(2)
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)",
+                           lambda e: _LOGFMT_ESC.get(e.group(1), e.group(1)),
+                           value[1:-1])
+        out[key] = value
+        pos = m.end()
+
+
+def logfmt_events(text, **match):
+    """Parsed lines of text whose keys equal every given value (lines that
+    are not logfmt are skipped)."""
+    found = []
+    for line in text.splitlines():
+        try:
+            ev = parse_logfmt(line)
+        except ValueError:
+            continue
+        if all(ev.get(k) == v for k, v in match.items()):
+            found.append(ev)
+    return found
+
+
+# --------------------------------------------------------------------------
+# Postern
+
+
+LISTENER_KEYS = ("imaps", "starttls_req", "starttls", "plain")
+
+
+class Postern:
+    """One Postern process with its own config in its own directory."""
+
+    def __init__(self, binary, workdir, config, ports):
+        self.binary = binary
+        self.workdir = workdir
+        self.config = config
+        self.ports = ports  # {"imaps": n, "starttls_req": n, ...}
+        self.conf_path = os.path.join(workdir, "postern.conf")
+        self.log_path = os.path.join(workdir, "postern.log")
+        self.proc = None
+        self.stopped = False
+        self.exit_code = None
+
+    # convenient names
+    @property
+    def imaps_port(self):
+        return self.ports["imaps"]
+
+    @property
+    def starttls_req_port(self):
+        return self.ports["starttls_req"]
+
+    @property
+    def starttls_port(self):
+        return self.ports["starttls"]
+
+    @property
+    def plain_port(self):
+        return self.ports["plain"]
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def listener_ports(self):
+        out = []
+        for lst in self.config.get("listeners", []):
+            addr = lst.get("address", "")
+            host, _, port = addr.rpartition(":")
+            out.append((host.strip("[]") or "127.0.0.1", int(port)))
+        return out
+
+    def write_config(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(self.conf_path, "w", encoding="utf-8") as f:
+            f.write(render_libconfig(self.config))
+
+    def start(self, timeout=30):
+        if not os.path.exists(self.binary):
+            raise AssertionError(
+                "Postern binary %s does not exist (build it with `make` or "
+                "`make asan`, or set POSTERN_BIN)" % self.binary)
+        self.write_config()
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [self.binary, "-f", "-c", self.conf_path],
+                stdin=subprocess.DEVNULL, stdout=logf,
+                stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        pending = self.listener_ports()
+        while pending:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    "postern exited with %s during startup:\n%s" % (
+                        self.proc.returncode, self.log()[-4000:]))
+            pending = [(h, p) for h, p in pending
+                       if not port_accepts(p, h)]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    "postern did not listen on %r within %ds:\n%s" % (
+                        pending, timeout, self.log()[-4000:]))
+            time.sleep(0.05)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        """Wait for the process to exit; returns its exit code."""
+        self.exit_code = self.proc.wait(timeout)
+        return self.exit_code
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_bytes(self):
+        with open(self.log_path, "rb") as f:
+            return f.read()
+
+    def log_mark(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark):
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", errors="replace")
+
+    def wait_log(self, pattern, since=0, timeout=10):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log_since(since))
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise AssertionError("no %r in postern log after %ds:\n%s" % (
+                    pattern, timeout, self.log_since(since)[-4000:]))
+            time.sleep(0.05)
+
+    def events(self, since=0, **match):
+        """Log lines (parsed logfmt dicts) matching key=value filters, e.g.
+        events(event="login", user="alice")."""
+        return logfmt_events(self.log_since(since), **match)
+
+    def wait_event(self, since=0, timeout=10, **match):
+        """Wait for a log line matching the filters; returns it parsed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(since, **match)
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError("no log event %r after %ds:\n%s" % (
+                    match, timeout, self.log_since(since)[-4000:]))
+            time.sleep(0.05)
+
+    def sanitizer_report(self):
+        text = self.log()
+        hits = [m for m in SANITIZER_MARKERS if m in text]
+        return hits, text
+
+    def stop(self, timeout=15):
+        """SIGTERM, wait up to `timeout`; returns a list of problems (empty
+        when the process exited 0 and the log holds no sanitizer report)."""
+        problems = []
+        if self.proc is None or self.stopped:
+            return problems
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                problems.append("postern did not exit within %ds of SIGTERM"
+                                % timeout)
+                self.proc.kill()
+                self.proc.wait(10)
+        self.exit_code = self.proc.returncode
+        if self.exit_code != 0:
+            problems.append("postern exit code %s (expected 0)"
+                            % self.exit_code)
+        hits, text = self.sanitizer_report()
+        if hits:
+            problems.append("sanitizer report in postern log (%s)"
+                            % ", ".join(hits))
+        if problems:
+            problems.append("log %s (tail):\n%s" % (self.log_path,
+                                                    text[-6000:]))
+        return problems
