@@ -9,6 +9,7 @@
 #ifndef POSTERN_CONN_H
 #define POSTERN_CONN_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -82,6 +83,8 @@ ssize_t conn_read(struct conn *c, void *buf, size_t len);
 int conn_write(struct conn *c, const void *buf, size_t len);
 int conn_printf(struct conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+int conn_vprintf(struct conn *c, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 static inline bool conn_has_output(const struct conn *c)
 {

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 struct obuf {
@@ -404,20 +405,31 @@ int conn_write(struct conn *c, const void *buf, size_t len)
 	return 0;
 }
 
-int conn_printf(struct conn *c, const char *fmt, ...)
+int conn_vprintf(struct conn *c, const char *fmt, va_list ap)
 {
 	char line[4096];
+	int n = vsnprintf(line, sizeof(line), fmt, ap), r;
+
+	if (n < 0 || (size_t)n >= sizeof(line)) {
+		c->err = "line too long";
+		r = -1;
+	} else {
+		r = conn_write(c, line, (size_t)n);
+	}
+	/* Lines to backends can carry credentials. */
+	OPENSSL_cleanse(line, sizeof(line));
+	return r;
+}
+
+int conn_printf(struct conn *c, const char *fmt, ...)
+{
 	va_list ap;
-	int n;
+	int r;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
+	r = conn_vprintf(c, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(line)) {
-		c->err = "reply too long";
-		return -1;
-	}
-	return conn_write(c, line, (size_t)n);
+	return r;
 }
 
 void conn_want_read(struct conn *c, bool on)

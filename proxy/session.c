@@ -156,15 +156,13 @@ void session_free(struct session *s)
 
 int session_reply(struct session *s, const char *fmt, ...)
 {
-	char line[4096];
 	va_list ap;
-	int n;
+	int r;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
+	r = conn_vprintf(&s->client, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(line) ||
-	    conn_write(&s->client, line, (size_t)n) < 0) {
+	if (r < 0) {
 		session_close(s, s->client.err ? s->client.err : "write failed");
 		return -1;
 	}

@@ -53,21 +53,15 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 int upstream_send(struct upstream *u, const char *fmt, ...)
 {
-	char line[2048];
 	va_list ap;
-	int n;
+	int r;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
+	r = conn_vprintf(&u->c, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(line) ||
-	    conn_write(&u->c, line, (size_t)n) < 0) {
-		OPENSSL_cleanse(line, sizeof(line));
+	if (r < 0)
 		upstream_finish(u, AUTH_TEMPFAIL, "cannot write to backend");
-		return -1;
-	}
-	OPENSSL_cleanse(line, sizeof(line));
-	return 0;
+	return r;
 }
 
 void upstream_starttls(struct upstream *u)
