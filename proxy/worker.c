@@ -147,6 +147,23 @@ void worker_defer_free(struct worker *w, struct session *s)
 
 /* ---- loop callbacks ---- */
 
+/*
+ * Over a connection limit: one best-effort line in clear (only on plaintext
+ * listeners: a TLS client would read it as a broken record), then close.
+ * Nothing is allocated for the refused connection.
+ */
+static void refuse(int fd, const struct listener_conf *lc)
+{
+	static const char bye[] = "* BYE Too many connections, try again later.\r\n";
+
+	log_event(LOG_LVL_WARN, 0, "refused", "listener=%s reason=\"connection limit\"",
+	          lc->address);
+	if (lc->tls != TLS_MODE_IMPLICIT && send(fd, bye, sizeof(bye) - 1,
+	                                         MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_event(LOG_LVL_DEBUG, 0, "refused", "reason=\"BYE not sent\"");
+	close(fd);
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct worker *w = io->data;
@@ -167,8 +184,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 			break;
 		}
 		if (!worker_conn_admit(cfg, &peer)) {
-			log_event(LOG_LVL_WARN, 0, "refused", "reason=\"connection limit\"");
-			close(fd);
+			refuse(fd, lc);
 			continue;
 		}
 		session_new(w, cfg, lc, fd, &peer);
