@@ -187,7 +187,7 @@ static int flush(struct conn *c)
 	return 1;
 }
 
-static void after_drain(struct conn *c, SSL *pending_ssl);
+static void after_drain(struct conn *c);
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -220,7 +220,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		}
 		if (r == 1) {
-			after_drain(c, NULL);
+			after_drain(c);
 			if (c->closed)
 				return;
 		}
@@ -234,9 +234,10 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	conn_update(c);
 }
 
-static void after_drain(struct conn *c, SSL *unused)
+/* Output drained: start a deferred TLS handshake, finish a half-close,
+ * or tell the owner. */
+static void after_drain(struct conn *c)
 {
-	(void)unused;
 	if (c->tls_pending) {
 		c->tls_pending = 0;
 		c->handshaking = 1;
