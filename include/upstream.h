@@ -44,7 +44,9 @@ struct upstream {
 	char *rbuf; /* line buffer during login, UP_LINE_MAX */
 	size_t rlen;
 	size_t skip; /* bytes of a backend literal still to skip */
-	bool finished;
+	bool finished; /* the dialogue has its outcome */
+	bool reported; /* ... and the owner has been told */
+	bool discard;  /* drop buffered backend bytes (STARTTLS) */
 	enum auth_result result;
 	char detail[160];
 	char *caps;      /* backend capabilities, UP_CAPS_MAX, during login */

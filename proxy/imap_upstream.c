@@ -176,11 +176,22 @@ static void send_plain(struct upstream *u)
 	OPENSSL_cleanse(b64, sizeof(b64));
 }
 
-/* An astring for LOGIN: quoted when possible, else a literal. */
+static bool has_8bit(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return true;
+	return false;
+}
+
+/*
+ * An astring for LOGIN: a quoted string when it is 7-bit (RFC 3501 quoted
+ * strings are 7-bit; only IMAP4rev2 allows UTF-8 in them), else a literal.
+ */
 static int astring(const struct upstream *u, const char *s, char *out,
                    size_t size, bool *sync)
 {
-	int n = imap_quote(s, strlen(s), out, size);
+	int n = has_8bit(s) ? -1 : imap_quote(s, strlen(s), out, size);
 
 	if (n >= 0)
 		return n;
@@ -344,6 +355,23 @@ static void postcapa_done(struct upstream *u)
 	upstream_finish(u, AUTH_OK, NULL);
 }
 
+/*
+ * A NO that is no verdict on the user's password (RFC 5530 codes): the
+ * backend is unavailable, misconfigured or wants TLS from us. The user gets
+ * a temporary error, not "wrong password".
+ */
+static bool backend_side_refusal(const char *rest, size_t rl)
+{
+	static const char *const codes[] = {"[UNAVAILABLE]", "[PRIVACYREQUIRED]",
+	                                    "[SERVERBUG]", "[CONTACTADMIN]",
+	                                    "[LIMIT]", NULL};
+
+	for (const char *const *c = codes; *c; c++)
+		if (rl >= strlen(*c) && strncasecmp(rest, *c, strlen(*c)) == 0)
+			return true;
+	return false;
+}
+
 static void on_login_reply(struct upstream *u, const char *line, size_t len)
 {
 	const char *rest;
@@ -367,8 +395,7 @@ static void on_login_reply(struct upstream *u, const char *line, size_t len)
 	}
 	memcpy(detail, line, dl); /* quoted when logged, never sent on */
 	detail[dl] = '\0';
-	if (tagged(u, line, len, "NO", &rest, &rl) &&
-	    !(rl >= 13 && strncasecmp(rest, "[UNAVAILABLE]", 13) == 0))
+	if (tagged(u, line, len, "NO", &rest, &rl) && !backend_side_refusal(rest, rl))
 		upstream_finish(u, AUTH_FAIL, detail);
 	else
 		upstream_finish(u, AUTH_TEMPFAIL, detail);

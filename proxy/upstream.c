@@ -19,8 +19,16 @@
 
 #define LITERAL_SKIP_MAX (64 * 1024)
 
+/*
+ * Tell the owner, exactly once. The owner may free u (the memory stays until
+ * the end of the loop iteration), so callers return right after, and any
+ * caller further up checks u->reported before touching u again.
+ */
 static void report(struct upstream *u)
 {
+	if (u->reported)
+		return;
+	u->reported = true;
 	ev_timer_stop(u->c.loop, &u->timer);
 	conn_want_read(&u->c, false);
 	u->done(u, u->result, u->detail); /* may free u */
@@ -68,8 +76,9 @@ void upstream_starttls(struct upstream *u)
 {
 	SSL *ssl = tls_client_new(u->b);
 
-	/* Whatever the backend sent after its "begin TLS" reply is dropped. */
-	u->rlen = 0;
+	/* Whatever the backend sent after its "begin TLS" reply is dropped
+	 * (process_lines() does it once this line's handler returns). */
+	u->discard = true;
 	if (!ssl) {
 		upstream_finish(u, AUTH_TEMPFAIL, "cannot create TLS session");
 		return;
@@ -127,8 +136,15 @@ static void process_lines(struct upstream *u)
 		}
 		u->skip = lit;
 		u->ops->line(u, p, len);
+		if (u->discard || u->reported)
+			break;
 	}
-	if (u->rbuf && off) {
+	if (u->discard) {
+		u->discard = false;
+		u->rlen = u->skip = 0;
+		return;
+	}
+	if (u->rbuf && off && !u->reported) {
 		memmove(u->rbuf, u->rbuf + off, u->rlen - off);
 		u->rlen -= off;
 	}
@@ -151,7 +167,7 @@ static void on_read(struct upstream *u)
 		}
 		u->rlen += (size_t)n;
 		process_lines(u);
-		if (u->finished)
+		if (u->finished || u->reported || u->c.handshaking)
 			break;
 	}
 	if (u->finished)
@@ -171,6 +187,8 @@ static void up_conn_cb(struct conn *c, enum conn_event ev)
 				return;
 			}
 			conn_start_tls(c, ssl, false);
+			if (u->reported)
+				return; /* the handshake failed at once */
 		} else {
 			conn_want_read(c, true);
 		}
@@ -181,6 +199,8 @@ static void up_conn_cb(struct conn *c, enum conn_event ev)
 	case CONN_EV_HANDSHAKE:
 		if (u->b->tls == TLS_MODE_STARTTLS)
 			u->ops->tls_ready(u);
+		if (u->reported)
+			return;
 		if (u->finished) {
 			report(u);
 			return;

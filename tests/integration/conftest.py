@@ -54,6 +54,13 @@ def certs(workroot):
 
 
 @pytest.fixture(scope="session")
+def other_ca(workroot):
+    """Path of a CA certificate unrelated to certs["ca"]: it did not sign
+    any of the test certificates."""
+    return servers.make_ca(os.path.join(workroot, "other-ca"))
+
+
+@pytest.fixture(scope="session")
 def ssl_ctx(certs):
     """A client SSL context that trusts only the test CA (hostname checked)."""
     ctx = ssl.create_default_context(cafile=certs["ca"])
@@ -112,15 +119,17 @@ _private_seq = itertools.count(1)
 @pytest.fixture
 def private_dovecot(workroot, all_users):
     """Factory for a Dovecot instance owned by one test (which may kill
-    it): private_dovecot(hostname="mbox-a", users=None) -> started Dovecot
-    whose messages say "hello from <hostname>".  Stopped afterwards."""
+    it): private_dovecot(hostname="mbox-a", users=None, **options) ->
+    started Dovecot whose messages say "hello from <hostname>"; options go
+    to servers.Dovecot (ssl_cert/ssl_key, disable_plaintext_auth,
+    trusted_networks, master_users).  Stopped afterwards."""
     started = []
 
-    def factory(hostname="mbox-a", users=None):
+    def factory(hostname="mbox-a", users=None, **options):
         n = next(_private_seq)
         d = Dovecot("private%d" % n,
                     os.path.join(workroot, "private%d" % n),
-                    users or all_users, hostname=hostname)
+                    users or all_users, hostname=hostname, **options)
         started.append(d)
         return d.start()
 
@@ -130,6 +139,23 @@ def private_dovecot(workroot, all_users):
         d.stop()
         leftovers += d.instance_pids()
     assert not leftovers, "dovecot processes left behind: %r" % leftovers
+
+
+@pytest.fixture
+def tap_factory():
+    """tap_factory(port, host="127.0.0.1") -> a started servers.Tap: a TCP
+    relay to (host, port) on its own .port that records the bytes each way
+    (what Postern really sends a backend).  Stopped after the test."""
+    taps = []
+
+    def factory(port, host="127.0.0.1"):
+        t = servers.Tap(port, host).start()
+        taps.append(t)
+        return t
+
+    yield factory
+    for t in taps:
+        t.stop()
 
 
 # --------------------------------------------------------------------------

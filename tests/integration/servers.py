@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 MAIL_UID = 8  # the `mail` user: Dovecot refuses uid 0 for mail processes
@@ -128,6 +129,22 @@ def make_certs(directory):
     }
 
 
+def make_ca(directory, stem="other-ca", cn="Unrelated Test CA"):
+    """A self-signed CA of its own (nothing signed by it): a CA file that
+    does not contain the issuer of the test certificates.  Returns the
+    path of the PEM certificate (the key lies next to it)."""
+    os.makedirs(directory, exist_ok=True)
+    pem = os.path.join(directory, stem + ".pem")
+    key = os.path.join(directory, stem + ".key")
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", key, "-out", pem, "-days", "30", "-subj", "/CN=" + cn,
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    os.chmod(pem, 0o644)
+    os.chmod(key, 0o600)
+    return pem
+
+
 # --------------------------------------------------------------------------
 # Users
 
@@ -226,25 +243,52 @@ def make_message(subject, body, sender="sender@example.test",
 
 
 class Dovecot:
-    """One private Dovecot instance (IMAP and POP3 on loopback, no TLS)
-    serving Maildirs for the given users.  start() waits for the greeting;
-    stop() terminates the master by pid and waits for every process of the
-    instance to be gone."""
+    """One private Dovecot instance (IMAP and POP3 on loopback, no TLS by
+    default) serving Maildirs for the given users.  start() waits for the
+    greeting; stop() terminates the master by pid and waits for every
+    process of the instance to be gone.
+
+    Options (the defaults give the plain backends every test uses):
+      - ssl_cert / ssl_key: PEM paths; with them `ssl = yes` (STARTTLS on
+        `port`) and an imaps listener on its own port, `imaps_port`;
+      - disable_plaintext_auth: refuse credentials before TLS (Dovecot
+        waives it for `trusted_networks`, so set those to "" with it);
+      - trusted_networks: login_trusted_networks (default 127.0.0.0/8);
+      - address: where IMAP (and imaps) listen (default 127.0.0.1).  Dovecot
+        counts a connection whose two ends have the same address as
+        secured, so to see plaintext refused listen on 127.0.0.2 (the
+        kernel connects to it from 127.0.0.1);
+      - master_users: {name: password} for a master passdb (checked before
+        the normal one) with auth_master_user_separator = "*": "user*master"
+        with the master's password, or SASL PLAIN authzid=user,
+        authcid=master, logs in as user."""
 
     _seq = 0
 
-    def __init__(self, name, workdir, users, hostname=None):
+    def __init__(self, name, workdir, users, hostname=None, ssl_cert=None,
+                 ssl_key=None, disable_plaintext_auth=False,
+                 trusted_networks="127.0.0.0/8", master_users=None,
+                 address="127.0.0.1"):
         Dovecot._seq += 1
         self.name = name
         self.hostname = hostname or name
         self.workdir = workdir
         self.users = list(users)
+        assert bool(ssl_cert) == bool(ssl_key), "ssl needs a cert and a key"
+        self.ssl_cert = ssl_cert
+        self.ssl_key = ssl_key
+        self.disable_plaintext_auth = disable_plaintext_auth
+        self.trusted_networks = trusted_networks
+        self.master_users = dict(master_users or {})
+        self.address = address
         self.instance_name = "pit%d-%d-%s" % (os.getpid(), Dovecot._seq, name)
-        self.port = free_port()
+        self.port = free_port(address)
+        self.imaps_port = free_port(address) if ssl_cert else None
         self.pop3_port = free_port()
         self.conf_path = os.path.join(workdir, "dovecot.conf")
         self.log_path = os.path.join(workdir, "dovecot.log")
         self.passwd_path = os.path.join(workdir, "passwd")
+        self.masters_path = os.path.join(workdir, "masters")
         self.base_dir = os.path.join(workdir, "run")
         self.state_dir = os.path.join(workdir, "state")
         self.home_root = os.path.join(workdir, "home")
@@ -274,6 +318,12 @@ class Dovecot:
         with open(self.passwd_path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         os.chmod(self.passwd_path, 0o644)
+        if self.master_users:
+            with open(self.masters_path, "w", encoding="utf-8") as f:
+                for name, pw in self.master_users.items():
+                    assert ":" not in name + pw and "\n" not in name + pw
+                    f.write("%s:{PLAIN}%s\n" % (name, pw))
+            os.chmod(self.masters_path, 0o644)
         with open(self.conf_path, "w") as f:
             f.write(self._config())
 
@@ -335,6 +385,26 @@ class Dovecot:
     def _config(self):
         pop3 = os.path.exists("/usr/lib/dovecot/pop3")
         protocols = "imap pop3" if pop3 else "imap"
+        if self.ssl_cert:
+            ssl = "ssl = yes\nssl_cert = <%s\nssl_key = <%s" % (
+                self.ssl_cert, self.ssl_key)
+            imaps = "    address = %s\n    port = %d" % (self.address,
+                                                    self.imaps_port)
+        else:
+            ssl = "ssl = no"
+            imaps = "    port = 0"
+        masters = ""
+        if self.master_users:
+            # The login line names the authenticating (master) user too.
+            masters = ("login_log_format_elements = user=<%u> "
+                       "auth_user=<%{auth_user}> method=%m rip=%r lip=%l "
+                       "mpid=%e %c session=<%{session}>\n"
+                       "auth_master_user_separator = *\n"
+                       "passdb {\n"
+                       "  driver = passwd-file\n"
+                       "  args = " + self.masters_path + "\n"
+                       "  master = yes\n"
+                       "}\n")
         c = """\
 # Generated by tests/integration/servers.py
 instance_name = {inst}
@@ -342,9 +412,9 @@ base_dir = {base}
 state_dir = {state}
 log_path = {log}
 protocols = {protocols}
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+listen = {address}
+{ssl}
+disable_plaintext_auth = {dpa}
 auth_mechanisms = plain login
 auth_verbose = yes
 auth_failure_delay = 0
@@ -354,7 +424,7 @@ first_valid_uid = 1
 first_valid_gid = 1
 mail_location = maildir:~/Maildir
 mail_max_userip_connections = 1000
-login_trusted_networks = 127.0.0.0/8
+login_trusted_networks = {trusted}
 login_greeting = Dovecot {host} ready.
 imap_id_log = *
 mailbox_idle_check_interval = 1 secs
@@ -362,7 +432,7 @@ default_process_limit = 500
 default_client_limit = 2000
 default_vsz_limit = 1G
 
-passdb {{
+{masters}passdb {{
   driver = passwd-file
   args = {passwd}
 }}
@@ -377,11 +447,11 @@ service imap-login {{
   process_min_avail = 2
   client_limit = 1000
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {address}
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+{imaps}
   }}
 }}
 service imap {{
@@ -405,7 +475,10 @@ service auth {{
 }}
 """.format(inst=self.instance_name, base=self.base_dir, state=self.state_dir,
            log=self.log_path, protocols=protocols, passwd=self.passwd_path,
-           port=self.port, host=self.hostname)
+           port=self.port, host=self.hostname, ssl=ssl, imaps=imaps,
+           dpa="yes" if self.disable_plaintext_auth else "no",
+           trusted=self.trusted_networks, masters=masters,
+           address=self.address)
         if pop3:
             c += """\
 service pop3-login {{
@@ -441,7 +514,7 @@ service pop3-login {{
                 raise RuntimeError("dovecot %s exited with %s:\n%s" % (
                     self.name, self.proc.returncode, self.log_text()[-3000:]))
             try:
-                with socket.create_connection(("127.0.0.1", self.port),
+                with socket.create_connection((self.address, self.port),
                                               timeout=2) as s:
                     s.settimeout(5)
                     greeting = s.recv(4096)
@@ -546,6 +619,110 @@ service pop3-login {{
                         pattern, self.name, timeout,
                         self.log_since(since)[-3000:]))
             time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+# A recording TCP relay
+
+
+class Tap:
+    """A TCP relay on 127.0.0.1:<port> to (host, target_port) that records
+    every byte each way, per connection: what Postern really sends its
+    backend (in clear unless the two speak TLS).  Start with start(); stop()
+    closes everything and joins the threads.
+
+    tap.sessions: list of {"c2s": bytearray, "s2c": bytearray} (client to
+    server and back), one per accepted connection, in accept order."""
+
+    def __init__(self, target_port, target_host="127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.sessions = []
+        self._lock = threading.Lock()
+        self._socks = []
+        self._threads = []
+        self._stopping = False
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+
+    def start(self):
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def _accept_loop(self):
+        while not self._stopping:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            rec = {"c2s": bytearray(), "s2c": bytearray()}
+            with self._lock:
+                self.sessions.append(rec)
+                self._socks += [client, server]
+            for src, dst, key in ((client, server, "c2s"),
+                                  (server, client, "s2c")):
+                t = threading.Thread(target=self._pump,
+                                     args=(src, dst, rec[key]), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, src, dst, record):
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            with self._lock:
+                record += data
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def c2s(self):
+        """Everything sent towards the server, all connections (a copy)."""
+        with self._lock:
+            return b"".join(bytes(r["c2s"]) for r in self.sessions)
+
+    def wait_closed(self, timeout=10):
+        """Wait until every relayed connection has ended both ways."""
+        deadline = time.monotonic() + timeout
+        for t in self._threads[1:]:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def stop(self):
+        self._stopping = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            socks = list(self._socks)
+        for sk in socks:
+            try:
+                sk.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sk.close()
+        for t in self._threads:
+            t.join(5)
 
 
 # --------------------------------------------------------------------------
