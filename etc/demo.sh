@@ -18,6 +18,8 @@ fi
 printf 'demo:%s:mbox-a\n' "$(openssl passwd -6 demo)" > "$d/users"
 # The backend's own users: Postern logs in there with the user's password.
 printf 'demo:{PLAIN}demo:8:8::%s/home/demo\n' "$d" > "$d/dovecot/passwd"
+# One welcome message, once: a second `make demo` must not add another.
+[ -n "$(ls -A "$d/home/demo/Maildir/new" "$d/home/demo/Maildir/cur")" ] ||
 cat > "$d/home/demo/Maildir/new/1.demo" <<MSG
 From: Postern <postmaster@localhost>
 To: demo@localhost
@@ -33,7 +35,7 @@ instance_name = postern-demo
 base_dir = $d/dovecot/run
 state_dir = $d/dovecot/state
 log_path = $d/dovecot/dovecot.log
-protocols = imap
+protocols = imap pop3
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -61,6 +63,16 @@ service imap-login {
     port = 0
   }
 }
+service pop3-login {
+  chroot =
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = 10110
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
 service anvil {
   chroot =
 }
@@ -76,11 +88,13 @@ trap 'kill $(cat "$d/dovecot/run/master.pid") 2>/dev/null' EXIT INT TERM
 cat <<TXT
 
 Postern is starting in front of the demo Dovecot (127.0.0.1:10143).
-  user "demo", password "demo"; implicit TLS on 9993, STARTTLS on 9143.
+  user "demo", password "demo".
+  IMAP: implicit TLS on 9993, STARTTLS on 9143.  POP3: implicit TLS on 9995, STLS on 9110.
 
 Try, from another terminal:
   curl --cacert $d/server.pem 'imaps://localhost:9993/INBOX;UID=1' -u demo:demo
   curl --ssl-reqd --cacert $d/server.pem 'imap://localhost:9143/INBOX' -X 'FETCH 1 ENVELOPE' -u demo:demo
+  curl --cacert $d/server.pem 'pop3s://localhost:9995/1' -u demo:demo
   openssl s_client -quiet -connect 127.0.0.1:9993     (then: a LOGIN demo demo)
 
 Ctrl-C stops Postern and the demo Dovecot.

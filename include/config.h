@@ -18,7 +18,7 @@
 #define CONF_NAME_MAX 64
 
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
-enum proto { PROTO_IMAP };
+enum proto { PROTO_IMAP, PROTO_POP3, PROTO_COUNT };
 enum backend_auth { BACKEND_AUTH_PLAIN, BACKEND_AUTH_LOGIN };
 
 struct sockaddr_any {
@@ -41,7 +41,8 @@ struct limits {
 struct backend {
 	char name[CONF_NAME_MAX];
 	char host[256];
-	struct sockaddr_any imap; /* resolved at load; port 0 when unset */
+	/* per protocol, resolved at load; len 0 when the port is not set */
+	struct sockaddr_any addr[PROTO_COUNT];
 	enum tls_mode tls;
 	bool verify;
 	char *ca_file;
@@ -104,7 +105,7 @@ struct config {
 	struct listener_conf *listeners;
 	unsigned nlisteners;
 
-	char *imap_greeting;
+	char *greeting[PROTO_COUNT]; /* text after "* OK [...]" / "+OK" */
 };
 
 /*
@@ -122,6 +123,7 @@ int config_pool_index(const struct config *c, const char *name);
 int config_parse_address(const char *s, struct sockaddr_any *out);
 
 const char *tls_mode_name(enum tls_mode m);
+const char *proto_name(enum proto p);
 
 /* The snapshot for new sessions (a new reference), and its replacement. */
 struct config *config_current(void);

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "sasl.h"
 
 struct worker;
 struct session;
@@ -153,9 +154,26 @@ bool session_bad_command(struct session *s);
 
 void session_wipe_creds(struct session *s);
 
+/*
+ * Credentials for a login attempt, whatever the protocol's syntax: each
+ * replaces s->creds (wiping the old) and returns SASL_OK, or the reason with
+ * s->creds wiped. Raw user and password (LOGIN, USER/PASS): 1..CRED_MAX
+ * bytes of user, 0..CRED_MAX of password, no NUL.
+ */
+enum sasl_result session_creds_raw(struct session *s, const char *user,
+                                   size_t ulen, const char *pass, size_t plen);
+enum sasl_result session_creds_plain(struct session *s, const char *b64,
+                                     size_t len);
+/* SASL LOGIN: the user name starts a new attempt, the password ends it. */
+enum sasl_result session_creds_login_user(struct session *s, const char *b64,
+                                          size_t len);
+enum sasl_result session_creds_login_pass(struct session *s, const char *b64,
+                                          size_t len);
+
 /* Remember the user name (quoted for logs). */
 void session_set_user(struct session *s, const char *raw);
 
 extern const struct proto_ops imap_proto;
+extern const struct proto_ops pop3_proto;
 
 #endif

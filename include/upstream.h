@@ -24,6 +24,11 @@ typedef void upstream_done_cb(struct upstream *u, enum auth_result r,
                               const char *detail);
 
 struct upstream_ops {
+	/*
+	 * Bytes of data that follow this line and are no line (IMAP literals),
+	 * SIZE_MAX when too many; NULL when the protocol has none.
+	 */
+	size_t (*literal)(const char *line, size_t len);
 	/* Called for each complete line from the backend (CRLF stripped). */
 	void (*line)(struct upstream *u, const char *line, size_t len);
 	/* After a STARTTLS handshake towards the backend. */
@@ -55,7 +60,7 @@ struct upstream {
 
 /* Connect to b and log in; done is called exactly once (unless freed). */
 struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
-                                const struct login_req *req,
+                                enum proto proto, const struct login_req *req,
                                 upstream_done_cb *done, void *owner);
 
 int upstream_send(struct upstream *u, const char *fmt, ...)
@@ -75,5 +80,6 @@ void upstream_free(struct upstream *u);
 void upstream_reap(void);
 
 extern const struct upstream_ops imap_upstream_ops;
+extern const struct upstream_ops pop3_upstream_ops;
 
 #endif

@@ -302,6 +302,12 @@ static int resolve(const char *host, unsigned port, struct sockaddr_any *out)
 	return 0;
 }
 
+const char *proto_name(enum proto p)
+{
+	static const char *const n[] = {"imap", "pop3"};
+	return n[p];
+}
+
 const char *tls_mode_name(enum tls_mode m)
 {
 	static const char *const n[] = {"none", "starttls", "implicit"};
@@ -439,12 +445,12 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
                          struct backend *b)
 {
 	static const char *const keys[] = {
-	    "name", "host", "imap", "tls", "verify", "ca_file", "server_name",
+	    "name", "host", "imap", "pop3", "tls", "verify", "ca_file", "server_name",
 	    "auth", "master_user", "master_password", "trusted",
 	    "connect_timeout", "login_timeout", NULL};
 	static const char *const auths[] = {"plain", "login", NULL};
 	const char *host;
-	unsigned port = 0;
+	bool any = false;
 
 	check_keys(c, e, keys);
 	copy_name(c, e, b->name, sizeof(b->name));
@@ -466,12 +472,20 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	b->login_timeout = 15;
 	get_double(c, e, "connect_timeout", 0.1, 600, &b->connect_timeout);
 	get_double(c, e, "login_timeout", 0.1, 600, &b->login_timeout);
-	get_uint(c, e, "imap", 1, 65535, &port);
-	if (!port)
-		cerr(c, e, "backend has no port: set imap = PORT");
-	else if (host && resolve(host, port, &b->imap) < 0)
-		cerr(c, config_setting_get_member(e, "host"),
-		     "cannot resolve \"%s\"", host);
+	for (int p = 0; p < PROTO_COUNT; p++) {
+		unsigned port = 0;
+		get_uint(c, e, proto_name(p), 1, 65535, &port);
+		if (!port)
+			continue;
+		any = true;
+		if (host && resolve(host, port, &b->addr[p]) < 0) {
+			cerr(c, config_setting_get_member(e, "host"),
+			     "cannot resolve \"%s\"", host);
+			break;
+		}
+	}
+	if (!any)
+		cerr(c, e, "backend has no port: set imap = PORT and/or pop3 = PORT");
 }
 
 static void load_backends(struct cctx *c, struct config *cf,
@@ -562,7 +576,7 @@ static void load_listener(struct cctx *c, struct config *cf,
 {
 	static const char *const keys[] = {"protocol", "address", "tls",
 	                                   "require_tls", "backend", "pool", NULL};
-	static const char *const protos[] = {"imap", NULL};
+	static const char *const protos[] = {"imap", "pop3", NULL};
 	const char *addr, *bname, *pname;
 
 	check_keys(c, e, keys);
@@ -594,6 +608,16 @@ static void load_listener(struct cctx *c, struct config *cf,
 		     "no pool named \"%s\"", pname);
 	if (bname && pname)
 		cerr(c, e, "name a backend or a pool, not both");
+	if (li->backend >= 0 && !cf->backends[li->backend].addr[li->proto].len)
+		cerr(c, config_setting_get_member(e, "backend"),
+		     "backend \"%s\" has no %s port", bname, proto_name(li->proto));
+	for (unsigned i = 0; li->pool >= 0 && i < cf->pools[li->pool].nmembers; i++) {
+		const struct backend *b = &cf->backends[cf->pools[li->pool].members[i]];
+		if (!b->addr[li->proto].len)
+			cerr(c, config_setting_get_member(e, "pool"),
+			     "pool member \"%s\" has no %s port", b->name,
+			     proto_name(li->proto));
+	}
 	if (li->tls != TLS_MODE_NONE && cf->ncerts == 0)
 		cerr(c, e, "a TLS listener needs tls.certificates");
 }
@@ -626,11 +650,12 @@ static void load_listeners(struct cctx *c, struct config *cf,
 	}
 }
 
-static void load_imap(struct cctx *c, struct config *cf,
-                      const config_setting_t *root)
+/* The per-protocol groups: imap = { greeting = ...; }; pop3 = { ... }; */
+static void load_proto(struct cctx *c, struct config *cf,
+                       const config_setting_t *root, enum proto p)
 {
 	static const char *const keys[] = {"greeting", NULL};
-	const config_setting_t *g = get_group(c, root, "imap");
+	const config_setting_t *g = get_group(c, root, proto_name(p));
 	const char *gr = g ? get_str(c, g, "greeting", 0) : NULL;
 
 	if (g)
@@ -640,7 +665,7 @@ static void load_imap(struct cctx *c, struct config *cf,
 		     "must be one line");
 		gr = NULL;
 	}
-	cf->imap_greeting = strdup(gr ? gr : "Postern ready.");
+	cf->greeting[p] = strdup(gr ? gr : "Postern ready.");
 }
 
 static void load_root(struct cctx *c, struct config *cf,
@@ -648,7 +673,7 @@ static void load_root(struct cctx *c, struct config *cf,
 {
 	static const char *const keys[] = {
 	    "workers", "shutdown_grace", "log", "limits", "tls", "directory",
-	    "backends", "pools", "listeners", "imap", NULL};
+	    "backends", "pools", "listeners", "imap", "pop3", NULL};
 
 	check_keys(c, root, keys);
 	get_uint(c, root, "workers", 0, 256, &cf->workers);
@@ -661,7 +686,8 @@ static void load_root(struct cctx *c, struct config *cf,
 	load_backends(c, cf, root);
 	load_pools(c, cf, root);
 	load_listeners(c, cf, root);
-	load_imap(c, cf, root);
+	for (int p = 0; p < PROTO_COUNT; p++)
+		load_proto(c, cf, root, p);
 }
 
 struct config *config_load(const char *path, FILE *errs)
@@ -749,7 +775,8 @@ void config_unref(struct config *c)
 	free(c->ciphers);
 	free(c->ciphersuites);
 	free(c->users_path);
-	free(c->imap_greeting);
+	for (int p = 0; p < PROTO_COUNT; p++)
+		free(c->greeting[p]);
 	free(c->path);
 	free(c);
 }

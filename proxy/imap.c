@@ -53,7 +53,7 @@ static void imap_greet(struct session *s)
 
 	capabilities(s, caps, sizeof(caps));
 	session_reply(s, "* OK [CAPABILITY %s] %s\r\n", caps,
-	              s->cfg->imap_greeting);
+	              s->cfg->greeting[PROTO_IMAP]);
 }
 
 static void imap_bye(struct session *s, const char *why)
@@ -108,15 +108,6 @@ static void start_auth(struct session *s, const char *tag)
 	session_authenticate(s);
 }
 
-static struct credentials *new_creds(struct session *s)
-{
-	session_wipe_creds(s);
-	s->creds = calloc(1, sizeof(*s->creds));
-	if (!s->creds)
-		session_close(s, "out of memory");
-	return s->creds;
-}
-
 static void cmd_login(struct session *s, const struct imap_cmd *c)
 {
 	const struct imap_arg *u = &c->args[0], *p = &c->args[1];
@@ -127,15 +118,10 @@ static void cmd_login(struct session *s, const struct imap_cmd *c)
 		bad(s, c->tag, "LOGIN expects a user name and a password.");
 		return;
 	}
-	if (u->len == 0 || u->len > CRED_MAX || p->len > CRED_MAX ||
-	    memchr(u->data, '\0', u->len) || memchr(p->data, '\0', p->len)) {
+	if (session_creds_raw(s, u->data, u->len, p->data, p->len) != SASL_OK) {
 		bad(s, c->tag, "Invalid user name or password length.");
 		return;
 	}
-	if (!new_creds(s))
-		return;
-	memcpy(s->creds->user, u->data, u->len);
-	memcpy(s->creds->pass, p->data, p->len);
 	start_auth(s, c->tag);
 }
 
@@ -153,33 +139,21 @@ static void sasl_fail(struct session *s, const char *tag, enum sasl_result r)
 static void plain_response(struct session *s, const char *tag, const char *b64,
                            size_t len)
 {
-	struct sasl_creds sc;
-	enum sasl_result r = sasl_plain_decode(b64, len, &sc);
+	enum sasl_result r = session_creds_plain(s, b64, len);
 
 	if (r != SASL_OK) {
-		sasl_creds_wipe(&sc);
 		sasl_fail(s, tag, r);
 		return;
 	}
-	if (new_creds(s)) {
-		snprintf(s->creds->user, sizeof(s->creds->user), "%s", sc.user);
-		snprintf(s->creds->pass, sizeof(s->creds->pass), "%s", sc.pass);
-	}
-	sasl_creds_wipe(&sc);
-	if (s->creds)
-		start_auth(s, tag);
+	start_auth(s, tag);
 }
 
 static void login_user(struct session *s, const char *tag, const char *b64,
                        size_t len)
 {
-	enum sasl_result r;
+	enum sasl_result r = session_creds_login_user(s, b64, len);
 
-	if (!new_creds(s))
-		return;
-	r = sasl_login_decode(b64, len, s->creds->user);
 	if (r != SASL_OK) {
-		session_wipe_creds(s);
 		sasl_fail(s, tag, r);
 		return;
 	}
@@ -190,11 +164,9 @@ static void login_user(struct session *s, const char *tag, const char *b64,
 static void login_pass(struct session *s, const char *tag, const char *b64,
                        size_t len)
 {
-	enum sasl_result r = s->creds ? sasl_login_decode(b64, len, s->creds->pass)
-	                              : SASL_BAD_PLAIN;
+	enum sasl_result r = session_creds_login_pass(s, b64, len);
 
 	if (r != SASL_OK) {
-		session_wipe_creds(s);
 		sasl_fail(s, tag, r);
 		return;
 	}

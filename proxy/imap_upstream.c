@@ -440,6 +440,33 @@ static void imap_up_line(struct upstream *u, const char *line, size_t len)
 	}
 }
 
+#define LITERAL_SKIP_MAX (64 * 1024)
+
+/*
+ * A response line ending in {n} or {n+} announces n literal bytes, which the
+ * line reader skips (SECURITY.md class 4: bounded, never allocated by).
+ */
+static size_t imap_up_literal(const char *line, size_t len)
+{
+	size_t n = 0, i;
+
+	if (len < 3 || line[len - 1] != '}')
+		return 0;
+	i = len - 2;
+	if (line[i] == '+')
+		i--;
+	while (i > 0 && line[i] >= '0' && line[i] <= '9')
+		i--;
+	if (line[i] != '{' || i + 1 >= len - 1)
+		return 0;
+	for (size_t j = i + 1; line[j] >= '0' && line[j] <= '9'; j++) {
+		n = n * 10 + (size_t)(line[j] - '0');
+		if (n > LITERAL_SKIP_MAX)
+			return SIZE_MAX;
+	}
+	return n;
+}
+
 static void imap_up_tls_ready(struct upstream *u)
 {
 	/* RFC 9051 6.2.1: capabilities must be asked again after TLS. */
@@ -455,6 +482,7 @@ static void imap_up_cleanup(struct upstream *u)
 
 const struct upstream_ops imap_upstream_ops = {
     .line = imap_up_line,
+    .literal = imap_up_literal,
     .cleanup = imap_up_cleanup,
     .tls_ready = imap_up_tls_ready,
     .state_size = sizeof(struct imap_up),

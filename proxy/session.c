@@ -62,7 +62,11 @@ void session_new(struct worker *w, struct config *cfg,
                  const struct listener_conf *lc, int fd,
                  const struct sockaddr_any *peer)
 {
-	const struct proto_ops *proto = &imap_proto;
+	static const struct proto_ops *const protos[PROTO_COUNT] = {
+	    [PROTO_IMAP] = &imap_proto,
+	    [PROTO_POP3] = &pop3_proto,
+	};
+	const struct proto_ops *proto = protos[lc->proto];
 	struct session *s = calloc(1, sizeof(*s) + proto->state_size);
 	struct sockaddr_storage local;
 	socklen_t ll = sizeof(local);
@@ -417,9 +421,70 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	    .client_id = s->client_id ? s->client_id : "",
 	    .sid = s->id,
 	};
-	s->up = upstream_login(s->w->loop, s->backend, &s->req, upstream_done, s);
+	s->up = upstream_login(s->w->loop, s->backend, s->lc->proto, &s->req,
+	                       upstream_done, s);
 	if (!s->up)
 		auth_failed(s, AUTH_TEMPFAIL);
+}
+
+static struct credentials *new_creds(struct session *s)
+{
+	session_wipe_creds(s);
+	s->creds = calloc(1, sizeof(*s->creds));
+	return s->creds;
+}
+
+enum sasl_result session_creds_raw(struct session *s, const char *user,
+                                   size_t ulen, const char *pass, size_t plen)
+{
+	session_wipe_creds(s);
+	if (ulen == 0 || ulen > CRED_MAX || plen > CRED_MAX ||
+	    memchr(user, '\0', ulen) || memchr(pass, '\0', plen))
+		return SASL_TOO_LONG;
+	if (!new_creds(s))
+		return SASL_TOO_LONG;
+	memcpy(s->creds->user, user, ulen);
+	memcpy(s->creds->pass, pass, plen);
+	return SASL_OK;
+}
+
+enum sasl_result session_creds_plain(struct session *s, const char *b64,
+                                     size_t len)
+{
+	struct sasl_creds sc;
+	enum sasl_result r = sasl_plain_decode(b64, len, &sc);
+
+	if (r == SASL_OK)
+		r = session_creds_raw(s, sc.user, strlen(sc.user), sc.pass,
+		                      strlen(sc.pass));
+	else
+		session_wipe_creds(s);
+	sasl_creds_wipe(&sc);
+	return r;
+}
+
+enum sasl_result session_creds_login_user(struct session *s, const char *b64,
+                                          size_t len)
+{
+	enum sasl_result r;
+
+	if (!new_creds(s))
+		return SASL_TOO_LONG;
+	r = sasl_login_decode(b64, len, s->creds->user);
+	if (r != SASL_OK)
+		session_wipe_creds(s);
+	return r;
+}
+
+enum sasl_result session_creds_login_pass(struct session *s, const char *b64,
+                                          size_t len)
+{
+	enum sasl_result r = s->creds ? sasl_login_decode(b64, len, s->creds->pass)
+	                              : SASL_BAD_PLAIN;
+
+	if (r != SASL_OK)
+		session_wipe_creds(s);
+	return r;
 }
 
 void session_set_user(struct session *s, const char *raw)

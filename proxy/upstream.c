@@ -17,8 +17,6 @@
 #include "log.h"
 #include "tls.h"
 
-#define LITERAL_SKIP_MAX (64 * 1024)
-
 /*
  * Tell the owner, exactly once. The owner may free u (the memory stays until
  * the end of the loop iteration), so callers return right after, and any
@@ -87,28 +85,6 @@ void upstream_starttls(struct upstream *u)
 	conn_start_tls(&u->c, ssl, false);
 }
 
-/* A line ending in {n} or {n+} announces n literal bytes to skip. */
-static size_t literal_announced(const char *line, size_t len)
-{
-	size_t n = 0, i;
-
-	if (len < 3 || line[len - 1] != '}')
-		return 0;
-	i = len - 2;
-	if (line[i] == '+')
-		i--;
-	while (i > 0 && line[i] >= '0' && line[i] <= '9')
-		i--;
-	if (line[i] != '{' || i + 1 >= len - 1)
-		return 0;
-	for (size_t j = i + 1; line[j] >= '0' && line[j] <= '9'; j++) {
-		n = n * 10 + (size_t)(line[j] - '0');
-		if (n > LITERAL_SKIP_MAX)
-			return SIZE_MAX;
-	}
-	return n;
-}
-
 /* Hand complete lines to the dialogue; keeps any remainder in rbuf. */
 static void process_lines(struct upstream *u)
 {
@@ -129,7 +105,7 @@ static void process_lines(struct upstream *u)
 		off += len + 1;
 		if (len && p[len - 1] == '\r')
 			len--;
-		lit = literal_announced(p, len);
+		lit = u->ops->literal ? u->ops->literal(p, len) : 0;
 		if (lit == SIZE_MAX) {
 			upstream_finish(u, AUTH_TEMPFAIL, "backend literal too large");
 			break;
@@ -219,13 +195,25 @@ static void up_conn_cb(struct conn *c, enum conn_event ev)
 }
 
 struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
-                                const struct login_req *req,
+                                enum proto proto, const struct login_req *req,
                                 upstream_done_cb *done, void *owner)
 {
-	const struct upstream_ops *ops = &imap_upstream_ops;
-	struct upstream *u = calloc(1, sizeof(*u) + ops->state_size);
+	static const struct upstream_ops *const protos[PROTO_COUNT] = {
+	    [PROTO_IMAP] = &imap_upstream_ops,
+	    [PROTO_POP3] = &pop3_upstream_ops,
+	};
+	const struct upstream_ops *ops = protos[proto];
+	const struct sockaddr_any *addr = &b->addr[proto];
+	struct upstream *u;
 
-	if (!u)
+	if (!addr->len) {
+		/* A directory host hint may name a backend without this port. */
+		log_event(LOG_LVL_ERROR, req->sid, "backend",
+		          "backend=%s result=fail reason=\"no %s port configured\"",
+		          b->name, proto_name(proto));
+		return NULL;
+	}
+	if (!(u = calloc(1, sizeof(*u) + ops->state_size)))
 		return NULL;
 	u->b = b;
 	u->ops = ops;
@@ -237,8 +225,9 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	u->caps = calloc(1, UP_CAPS_MAX);
 	ev_timer_init(&u->timer, timer_cb, b->connect_timeout, 0.);
 	u->timer.data = u;
-	if (!u->rbuf || !u->caps || conn_connect(&u->c, loop, (const struct sockaddr *)&b->imap.ss,
-	                             b->imap.len, up_conn_cb, u) < 0) {
+	if (!u->rbuf || !u->caps ||
+	    conn_connect(&u->c, loop, (const struct sockaddr *)&addr->ss, addr->len,
+	                 up_conn_cb, u) < 0) {
 		log_event(LOG_LVL_WARN, req->sid, "backend",
 		          "backend=%s result=fail reason=\"%s\"", b->name,
 		          u->c.err ? u->c.err : "out of memory");

@@ -92,7 +92,7 @@ static void test_good_config(void **state)
 	assert_true(c->limits.auth_fail_delay > 0.24 && c->limits.auth_fail_delay < 0.26);
 	assert_int_equal(c->limits.literal_max, 8192); /* default */
 	assert_int_equal(c->users.n, 2);
-	assert_string_equal(c->imap_greeting, "Postern ready.");
+	assert_string_equal(c->greeting[PROTO_IMAP], "Postern ready.");
 	config_unref(c);
 }
 
