@@ -129,6 +129,9 @@ void session_free(struct session *s);
 int session_reply(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Stop reading and close once queued output (a BYE, say) is written. */
+void session_close_after_output(struct session *s, const char *reason);
+
 /* Drop n bytes from the front of s->in. */
 void session_consume(struct session *s, size_t n);
 

@@ -66,6 +66,12 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 int upstream_send(struct upstream *u, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void upstream_starttls(struct upstream *u);
+/*
+ * The SASL PLAIN response for this login, base64 (RFC 4616): as the user,
+ * or as the master user with the user as authorization identity. Returns
+ * its length, or -1 when it does not fit; the caller wipes out.
+ */
+long upstream_plain_b64(const struct upstream *u, char *out, size_t size);
 /* End of the login dialogue: cancel timers, report r to the owner. */
 void upstream_finish(struct upstream *u, enum auth_result r,
                      const char *detail);

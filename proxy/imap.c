@@ -61,20 +61,11 @@ static void imap_bye(struct session *s, const char *why)
 	session_reply(s, "* BYE %s\r\n", why);
 }
 
-static void close_after_output(struct session *s, const char *reason)
-{
-	s->close_reason = reason;
-	s->close_on_drain = 1;
-	conn_want_read(&s->client, false);
-	if (!conn_has_output(&s->client))
-		session_close(s, reason);
-}
-
 /* Say BYE and close once the BYE is written. */
 static void bye_close(struct session *s, const char *why, const char *reason)
 {
 	if (session_reply(s, "* BYE %s\r\n", why) == 0)
-		close_after_output(s, reason);
+		session_close_after_output(s, reason);
 }
 
 static void bad(struct session *s, const char *tag, const char *text)
@@ -279,7 +270,7 @@ static void dispatch(struct session *s, const struct imap_cmd *c)
 	} else if (strcmp(c->name, "LOGOUT") == 0 && !c->nargs) {
 		if (session_reply(s, "* BYE Logging out.\r\n%s OK Logout completed.\r\n",
 		                  c->tag) == 0)
-			close_after_output(s, "logout");
+			session_close_after_output(s, "logout");
 	} else if (strcmp(c->name, "STARTTLS") == 0) {
 		cmd_starttls(s, c);
 	} else if (strcmp(c->name, "ID") == 0) {

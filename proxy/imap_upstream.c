@@ -133,35 +133,11 @@ static void after_tls_and_caps(struct upstream *u)
 	}
 }
 
-static void plain_b64(struct upstream *u, char *out, size_t size)
-{
-	const struct login_req *r = u->req;
-	const struct backend *b = u->b;
-	unsigned char raw[3 * 260];
-	const char *authc = b->master_user ? b->master_user : r->user;
-	const char *pass = b->master_user ? b->master_password : r->pass;
-	size_t zl = b->master_user ? strlen(r->user) : 0;
-	size_t al = strlen(authc), pl = strlen(pass);
-
-	out[0] = '\0';
-	if (zl + al + pl + 2 > sizeof(raw))
-		return;
-	/* authzid NUL authcid NUL passwd; authzid is the user for a master. */
-	memcpy(raw, r->user, zl);
-	raw[zl] = '\0';
-	memcpy(raw + zl + 1, authc, al);
-	raw[zl + 1 + al] = '\0';
-	memcpy(raw + zl + 2 + al, pass, pl);
-	sasl_b64_encode(raw, zl + al + pl + 2, out, size);
-	OPENSSL_cleanse(raw, sizeof(raw));
-}
-
 static void send_plain(struct upstream *u)
 {
 	char b64[1100];
 
-	plain_b64(u, b64, sizeof(b64));
-	if (!b64[0]) {
+	if (upstream_plain_b64(u, b64, sizeof(b64)) <= 0) {
 		upstream_finish(u, AUTH_TEMPFAIL, "credentials too long");
 		return;
 	}

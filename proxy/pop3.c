@@ -53,19 +53,10 @@ static void pop3_bye(struct session *s, const char *why)
 	session_reply(s, "-ERR %s\r\n", why);
 }
 
-static void close_after_output(struct session *s, const char *reason)
-{
-	s->close_reason = reason;
-	s->close_on_drain = 1;
-	conn_want_read(&s->client, false);
-	if (!conn_has_output(&s->client))
-		session_close(s, reason);
-}
-
 static void err_close(struct session *s, const char *text, const char *reason)
 {
 	if (session_reply(s, "-ERR %s\r\n", text) == 0)
-		close_after_output(s, reason);
+		session_close_after_output(s, reason);
 }
 
 static void bad(struct session *s, const char *text)
@@ -224,7 +215,7 @@ static void dispatch(struct session *s, const struct pop3_cmd *c)
 		cmd_auth(s, c);
 	else if (strcmp(k, "QUIT") == 0 && !c->nargs) {
 		if (session_reply(s, "+OK Logging out.\r\n") == 0)
-			close_after_output(s, "quit");
+			session_close_after_output(s, "quit");
 	} else
 		bad(s, "Unknown command or not allowed before login.");
 }

@@ -12,7 +12,6 @@
 
 #include <openssl/crypto.h>
 
-#include "sasl.h"
 #include "upstream.h"
 
 enum pop3_up_state {
@@ -56,32 +55,14 @@ static bool line_safe(const char *s)
 
 static void send_auth_plain(struct upstream *u)
 {
-	const struct login_req *r = u->req;
-	const struct backend *b = u->b;
-	const char *authc = b->master_user ? b->master_user : r->user;
-	const char *pass = b->master_user ? b->master_password : r->pass;
-	size_t zl = b->master_user ? strlen(r->user) : 0;
-	size_t al = strlen(authc), pl = strlen(pass);
-	unsigned char raw[3 * 260];
 	char b64[1100];
 
-	if (zl + al + pl + 2 > sizeof(raw)) {
-		upstream_finish(u, AUTH_TEMPFAIL, "credentials too long");
-		return;
-	}
-	/* authzid NUL authcid NUL passwd; authzid is the user for a master. */
-	memcpy(raw, r->user, zl);
-	raw[zl] = '\0';
-	memcpy(raw + zl + 1, authc, al);
-	raw[zl + 1 + al] = '\0';
-	memcpy(raw + zl + 2 + al, pass, pl);
-	if (sasl_b64_encode(raw, zl + al + pl + 2, b64, sizeof(b64)) < 0) {
+	if (upstream_plain_b64(u, b64, sizeof(b64)) <= 0) {
 		upstream_finish(u, AUTH_TEMPFAIL, "credentials too long");
 	} else {
 		pst(u)->state = P3S_AUTH;
 		upstream_send(u, "AUTH PLAIN %s\r\n", b64);
 	}
-	OPENSSL_cleanse(raw, sizeof(raw));
 	OPENSSL_cleanse(b64, sizeof(b64));
 }
 

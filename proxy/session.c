@@ -173,6 +173,15 @@ int session_reply(struct session *s, const char *fmt, ...)
 	return 0;
 }
 
+void session_close_after_output(struct session *s, const char *reason)
+{
+	s->close_reason = reason;
+	s->close_on_drain = 1;
+	conn_want_read(&s->client, false);
+	if (!conn_has_output(&s->client))
+		session_close(s, reason);
+}
+
 void session_consume(struct session *s, size_t n)
 {
 	if (n >= s->inlen) {

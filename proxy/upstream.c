@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 
 #include "log.h"
+#include "sasl.h"
 #include "tls.h"
 
 /*
@@ -68,6 +69,29 @@ int upstream_send(struct upstream *u, const char *fmt, ...)
 	if (r < 0)
 		upstream_finish(u, AUTH_TEMPFAIL, "cannot write to backend");
 	return r;
+}
+
+long upstream_plain_b64(const struct upstream *u, char *out, size_t size)
+{
+	const struct login_req *r = u->req;
+	const struct backend *b = u->b;
+	const char *authc = b->master_user ? b->master_user : r->user;
+	const char *pass = b->master_user ? b->master_password : r->pass;
+	size_t zl = b->master_user ? strlen(r->user) : 0;
+	size_t al = strlen(authc), pl = strlen(pass);
+	unsigned char raw[3 * (CRED_MAX + 2)];
+	long n;
+
+	if (zl + al + pl + 2 > sizeof(raw))
+		return -1;
+	memcpy(raw, r->user, zl);
+	raw[zl] = '\0';
+	memcpy(raw + zl + 1, authc, al);
+	raw[zl + 1 + al] = '\0';
+	memcpy(raw + zl + 2 + al, pass, pl);
+	n = sasl_b64_encode(raw, zl + al + pl + 2, out, size);
+	OPENSSL_cleanse(raw, sizeof(raw));
+	return n;
 }
 
 void upstream_starttls(struct upstream *u)
