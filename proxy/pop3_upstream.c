@@ -1,8 +1,9 @@
 /*
  * pop3_upstream: Postern as a POP3 client of a backend: greeting, STLS when
  * configured (never credentials in clear to a backend that should have TLS),
- * CAPA, XCLIENT ADDR/PORT to a trusted backend that offers it (Dovecot does
- * for its login_trusted_networks), then AUTH PLAIN or USER/PASS, as the user
+ * CAPA, XCLIENT ADDR/PORT to a trusted backend that offers it (in CAPA, or
+ * as Dovecot does for its login_trusted_networks, with a "[XCLIENT]"
+ * greeting code), then AUTH PLAIN or USER/PASS, as the user
  * or as a master user. Replies are classified with RFC 3206 codes.
  */
 #include <stdio.h>
@@ -130,6 +131,9 @@ static void on_greeting(struct upstream *u, const char *line, size_t len)
 		upstream_finish(u, AUTH_TEMPFAIL, "backend refused the connection");
 		return;
 	}
+	/* Dovecot's pop3-login offers XCLIENT as a greeting code, not in CAPA. */
+	if (len >= 13 && strncasecmp(line, "+OK [XCLIENT]", 13) == 0)
+		pst(u)->xclient = true;
 	if (u->b->tls == TLS_MODE_STARTTLS) {
 		pst(u)->state = P3S_STLS;
 		upstream_send(u, "STLS\r\n");
@@ -198,8 +202,11 @@ static void pop3_up_line(struct upstream *u, const char *line, size_t len)
 
 static void pop3_up_tls_ready(struct upstream *u)
 {
-	/* RFC 2595: capabilities may differ after TLS; ask again. */
-	pst(u)->xclient = false;
+	/*
+	 * RFC 2595: capabilities may differ after TLS; ask again. An XCLIENT
+	 * offer from the greeting stands: at worst a forged one makes us send
+	 * the client's own address.
+	 */
 	send_capa(u);
 }
 

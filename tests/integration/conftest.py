@@ -224,6 +224,7 @@ class PosternLauncher:
             },
             "backends": [
                 {"name": name, "host": "127.0.0.1", "imap": d.port,
+                 "pop3": d.pop3_port,
                  "tls": "none", "auth": "plain", "trusted": True}
                 for name, d in self.backends.items()
             ],
@@ -243,8 +244,18 @@ class PosternLauncher:
                 {"protocol": "imap",
                  "address": "127.0.0.1:%d" % ports["plain"],
                  "tls": "none", "pool": "default"},
+                {"protocol": "pop3",
+                 "address": "127.0.0.1:%d" % ports["pop3s"],
+                 "tls": "implicit", "pool": "default"},
+                {"protocol": "pop3",
+                 "address": "127.0.0.1:%d" % ports["pop3_starttls_req"],
+                 "tls": "starttls", "require_tls": True, "pool": "default"},
+                {"protocol": "pop3",
+                 "address": "127.0.0.1:%d" % ports["pop3"],
+                 "tls": "none", "pool": "default"},
             ],
             "imap": {"greeting": "Postern ready."},
+            "pop3": {"greeting": "Postern ready."},
         }
 
     def start(self, mutate=None, users=None, backends=None, **overrides):
@@ -299,9 +310,11 @@ def _assert_alive(p, when):
 @pytest.fixture
 def postern(module_postern):
     """A Postern with the default config, shared by one test module:
-    listeners imaps (implicit TLS), starttls_req (STARTTLS, require_tls),
-    starttls (STARTTLS optional), plain (no TLS); backends mbox-a/mbox-b;
-    pool default.  Each test fails if the process is dead before or after
+    IMAP listeners imaps (implicit TLS), starttls_req (STARTTLS,
+    require_tls), starttls (STARTTLS optional), plain (no TLS); POP3
+    listeners pop3s (implicit TLS), pop3_starttls_req (STLS, require_tls),
+    pop3 (no TLS); backends mbox-a/mbox-b (imap and pop3 ports); pool
+    default.  Each test fails if the process is dead before or after
     it; module teardown: SIGTERM, exit 0, no sanitizer report."""
     _assert_alive(module_postern, "before this test")
     yield module_postern

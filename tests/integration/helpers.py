@@ -1,7 +1,8 @@
-"""Client-side helpers shared by the test modules: imaplib connections, the
-"which backend did I land on" probe, and curl."""
+"""Client-side helpers shared by the test modules: imaplib and poplib
+connections, the "which backend did I land on" probes, and curl."""
 
 import imaplib
+import poplib
 import re
 import subprocess
 
@@ -70,6 +71,35 @@ def landing_host(m):
              if s.startswith("hello from ")}
     assert len(hosts) == 1, "cannot tell the backend from %r" % hosts
     return hosts.pop()
+
+
+def pop3_ssl(port, ctx, timeout=20):
+    """poplib over implicit TLS (certificate checked against the test CA)."""
+    return poplib.POP3_SSL(HOST, port, context=ctx, timeout=timeout)
+
+
+def pop3_stls(port, ctx, timeout=20):
+    """poplib over a cleartext connection upgraded with STLS (poplib checks
+    that CAPA lists STLS first)."""
+    p = poplib.POP3(HOST, port, timeout=timeout)
+    resp = p.stls(context=ctx)
+    assert resp.startswith(b"+OK"), resp
+    return p
+
+
+def pop3_plain(port, timeout=20):
+    return poplib.POP3(HOST, port, timeout=timeout)
+
+
+def pop3_landing_host(p):
+    """Which backend this logged-in poplib session talks to, from the
+    Subject of message 1 ("hello from <host>"), read with TOP 1 0."""
+    resp, lines, _ = p.top(1, 0)
+    assert resp.startswith(b"+OK"), resp
+    hosts = [l[len(b"Subject: hello from "):].decode() for l in lines
+             if l.startswith(b"Subject: hello from ")]
+    assert len(hosts) == 1, "cannot tell the backend from %r" % lines
+    return hosts[0]
 
 
 def raw(port, **kw):

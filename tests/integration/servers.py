@@ -250,11 +250,13 @@ class Dovecot:
 
     Options (the defaults give the plain backends every test uses):
       - ssl_cert / ssl_key: PEM paths; with them `ssl = yes` (STARTTLS on
-        `port`) and an imaps listener on its own port, `imaps_port`;
+        `port`, STLS on `pop3_port`) and imaps and pop3s listeners on their
+        own ports, `imaps_port` and `pop3s_port`;
       - disable_plaintext_auth: refuse credentials before TLS (Dovecot
         waives it for `trusted_networks`, so set those to "" with it);
       - trusted_networks: login_trusted_networks (default 127.0.0.0/8);
-      - address: where IMAP (and imaps) listen (default 127.0.0.1).  Dovecot
+      - address: where IMAP, POP3 (and imaps, pop3s) listen (default
+        127.0.0.1).  Dovecot
         counts a connection whose two ends have the same address as
         secured, so to see plaintext refused listen on 127.0.0.2 (the
         kernel connects to it from 127.0.0.1);
@@ -284,7 +286,8 @@ class Dovecot:
         self.instance_name = "pit%d-%d-%s" % (os.getpid(), Dovecot._seq, name)
         self.port = free_port(address)
         self.imaps_port = free_port(address) if ssl_cert else None
-        self.pop3_port = free_port()
+        self.pop3_port = free_port(address)
+        self.pop3s_port = free_port(address) if ssl_cert else None
         self.conf_path = os.path.join(workdir, "dovecot.conf")
         self.log_path = os.path.join(workdir, "dovecot.log")
         self.passwd_path = os.path.join(workdir, "passwd")
@@ -390,9 +393,12 @@ class Dovecot:
                 self.ssl_cert, self.ssl_key)
             imaps = "    address = %s\n    port = %d" % (self.address,
                                                     self.imaps_port)
+            pop3s = "    address = %s\n    port = %d" % (self.address,
+                                                    self.pop3s_port)
         else:
             ssl = "ssl = no"
             imaps = "    port = 0"
+            pop3s = "    port = 0"
         masters = ""
         if self.master_users:
             # The login line names the authenticating (master) user too.
@@ -484,14 +490,14 @@ service auth {{
 service pop3-login {{
   chroot =
   inet_listener pop3 {{
-    address = 127.0.0.1
+    address = {address}
     port = {pop3}
   }}
   inet_listener pop3s {{
-    port = 0
+{pop3s}
   }}
 }}
-""".format(pop3=self.pop3_port)
+""".format(pop3=self.pop3_port, address=self.address, pop3s=pop3s)
         return c
 
     # -- process
@@ -849,7 +855,8 @@ def logfmt_events(text, **match):
 # Postern
 
 
-LISTENER_KEYS = ("imaps", "starttls_req", "starttls", "plain")
+LISTENER_KEYS = ("imaps", "starttls_req", "starttls", "plain",
+                 "pop3s", "pop3_starttls_req", "pop3")
 
 
 class Postern:
@@ -882,6 +889,18 @@ class Postern:
     @property
     def plain_port(self):
         return self.ports["plain"]
+
+    @property
+    def pop3s_port(self):
+        return self.ports["pop3s"]
+
+    @property
+    def pop3_starttls_req_port(self):
+        return self.ports["pop3_starttls_req"]
+
+    @property
+    def pop3_port(self):
+        return self.ports["pop3"]
 
     @property
     def pid(self):

@@ -4,6 +4,7 @@ deliveries during IDLE and carry 200 concurrent sessions; the certificates,
 the users file and the libconfig writer are what Postern will be given.
 Nothing here needs the Postern binary."""
 
+import base64
 import hashlib
 import imaplib
 import os
@@ -316,7 +317,9 @@ def test_postern_config_is_complete(postern_launcher, backends):
     for name, d in backends.items():
         assert 'name = "%s";' % name in text
         assert "imap = %d;" % d.port in text
+        assert "pop3 = %d;" % d.pop3_port in text
     assert text.count('protocol = "imap";') == 4
+    assert text.count('protocol = "pop3";') == 3
     assert 'tls = "implicit";' in text and "require_tls = true;" in text
     assert 'path = "users";' in text
 
@@ -346,4 +349,108 @@ def test_curl_direct_search_examine_and_failure(mbox_b, users):
     assert r.returncode == 0, r.stderr
     assert re.search(rb"^\* (\d+) EXISTS", r.stdout, re.M), r.stdout
     r = curl("-u", "bob:wrong", base + ";UID=1")
+    assert r.returncode == 67, (r.returncode, r.stderr)
+
+
+# POP3 straight to Dovecot: what the Postern POP3 tests (test_pop3.py) rely
+# on, so a failure there is Postern's.
+
+def pop3_direct(d, timeout=20):
+    import poplib
+    return poplib.POP3("127.0.0.1", d.pop3_port, timeout=timeout)
+
+
+@pytest.mark.parametrize("host", ["mbox-a", "mbox-b"])
+def test_pop3_direct(backends, users, host):
+    from helpers import pop3_landing_host
+    d = backends[host]
+    for name in ("alice", "frank", "grace", "jorg"):  # spaces, quote, 8-bit
+        u = users[name]
+        p = pop3_direct(d)
+        p.user(u.name)
+        assert p.pass_(u.password) == b"+OK Logged in."
+        assert p.stat()[0] >= 3
+        assert pop3_landing_host(p) == host
+        p.quit()
+    # SASL PLAIN with an initial response (what Postern sends by default)
+    bob = users["bob"]
+    p = pop3_direct(d)
+    ir = base64.b64encode(b"\0bob\0" + bob.password_bytes).decode()
+    assert p._shortcmd("AUTH PLAIN " + ir) == b"+OK Logged in."
+    assert pop3_landing_host(p) == host
+    p.quit()
+
+
+def test_pop3_direct_wrong_password(mbox_a, users):
+    import poplib
+    p = pop3_direct(mbox_a)
+    p.user("alice")
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        p.pass_(users["alice"].password + "x")
+    p.quit()
+
+
+def test_pop3_dovecot_offers_xclient_in_its_greeting(mbox_a, users):
+    """Dovecot's pop3-login announces XCLIENT to login_trusted_networks in
+    its greeting ("+OK [XCLIENT] ..."); its CAPA does not list XCLIENT.
+    XCLIENT ADDR/PORT from 127.0.0.1 sets the address Dovecot logs."""
+    mark = mbox_a.log_mark()
+    with raw(mbox_a.pop3_port) as c:
+        assert c.greeting.startswith(b"+OK [XCLIENT] "), c.greeting
+        c.send(b"CAPA\r\n")
+        assert c.readline().startswith(b"+OK")
+        caps = []
+        while True:
+            line = c.readline()
+            if line == b".\r\n":
+                break
+            caps.append(line.strip().split(b" ")[0].upper())
+        assert b"XCLIENT" not in caps, caps
+        assert {b"TOP", b"UIDL", b"USER", b"SASL"} <= set(caps), caps
+        c.send(b"XCLIENT ADDR=127.0.0.2 PORT=40110\r\n")
+        assert c.readline().startswith(b"+OK")
+        c.send(b"USER heidi\r\n")
+        assert c.readline().startswith(b"+OK")
+        c.send(b"PASS %s\r\n" % users["heidi"].password_bytes)
+        assert c.readline() == b"+OK Logged in.\r\n"
+        c.send(b"QUIT\r\n")
+        assert c.readline().startswith(b"+OK")
+    mbox_a.wait_log(r"pop3-login: Info: Login: user=<heidi>[^\n]*"
+                    r"rip=127\.0\.0\.2,", since=mark)
+
+
+def test_pop3_big_message_retr_direct(mbox_b, users):
+    """RETR of the big-message helper's file through poplib (which strips
+    CRLF and dot-stuffing) gives the file back with CRLF re-added."""
+    u = users["user98"]
+    path, digest, size = mbox_b.add_big_message(
+        u.name, size=2 * 1024 * 1024, subject="big message pop3 direct")
+    p = pop3_direct(mbox_b)
+    p.user(u.name)
+    p.pass_(u.password)
+    n, _ = p.stat()
+    assert p.list(n) == b"+OK %d %d" % (n, size)
+    resp, lines, _ = p.retr(n)
+    data = b"".join(l + b"\r\n" for l in lines)
+    assert len(data) == size
+    assert hashlib.sha256(data).hexdigest() == digest
+    p.quit()
+
+
+@pytest.mark.parametrize("extra", [[], ["--sasl-ir"],
+                                   ["--login-options", "AUTH=LOGIN"]],
+                         ids=["sasl-plain", "sasl-plain-ir", "sasl-login"])
+def test_curl_pop3_direct(backends, users, extra):
+    from helpers import curl
+    for host, user in (("mbox-a", users["alice"]), ("mbox-b", users["grace"])):
+        base = "pop3://127.0.0.1:%d/" % backends[host].pop3_port
+        auth = "%s:%s" % (user.name, user.password)
+        r = curl("-u", auth, *extra, base)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(b"1 ") and r.stdout.count(b"\r\n") == 3
+        r = curl("-u", auth, *extra, base + "1")
+        assert r.returncode == 0, r.stderr
+        assert b"Subject: hello from %s" % host.encode() in r.stdout
+    r = curl("-u", "bob:wrong", "pop3://127.0.0.1:%d/" % backends[
+        "mbox-b"].pop3_port)
     assert r.returncode == 67, (r.returncode, r.stderr)

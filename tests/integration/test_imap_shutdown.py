@@ -15,7 +15,8 @@ GRACE = 2
 
 
 def refuses_new_connections(port):
-    """True when a new connection is refused or gets no OK greeting."""
+    """True when a new connection is refused or gets no OK greeting (IMAP
+    "* OK" or POP3 "+OK": the default config has listeners of both)."""
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=2)
     except OSError:
@@ -23,7 +24,7 @@ def refuses_new_connections(port):
     try:
         s.settimeout(2)
         data = s.recv(100)
-        return not data.startswith(b"* OK")
+        return not data.startswith((b"* OK", b"+OK"))
     except OSError:
         return True
     finally:
