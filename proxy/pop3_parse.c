@@ -5,6 +5,7 @@
  * line_max), then checks the whole line. It owns no memory, does no I/O,
  * and its error texts are constants that never carry client bytes.
  */
+#include "line.h"
 #include "pop3_parse.h"
 
 #include <assert.h>
@@ -27,30 +28,6 @@ static int is_letter(unsigned char c)
 static char upper(unsigned char c)
 {
 	return (char)(c >= 'a' && c <= 'z' ? c - ('a' - 'A') : c);
-}
-
-/*
- * Look for the LF ending the line at buf[0], never past line_max bytes.
- * Returns 1 with *lf set, 0 if the line may still end in time, -1 if it
- * is already longer than line_max.
- */
-static int find_line_end(const char *buf, size_t len, size_t line_max,
-                         size_t *lf)
-{
-	size_t avail = len < line_max ? len : line_max;
-	const char *p = avail > 0 ? memchr(buf, '\n', avail) : NULL;
-
-	if (p != NULL) {
-		*lf = (size_t)(p - buf);
-		return 1;
-	}
-	return len >= line_max ? -1 : 0;
-}
-
-/* The line's text ends before its LF, and before a CR just before it. */
-static size_t text_end(const char *buf, size_t lf)
-{
-	return lf > 0 && buf[lf - 1] == '\r' ? lf - 1 : lf;
 }
 
 /* NUL, CR and the other controls (and DEL) are refused anywhere. */
@@ -180,7 +157,7 @@ enum pop3_parse_status pop3_parse_command(const char *buf, size_t len,
 
 	assert(cmd != NULL);
 	cmd_reset(cmd);
-	found = find_line_end(buf, len, line_max, &lf);
+	found = line_find_end(buf, len, line_max, &lf);
 	if (found < 0) {
 		cmd->error = "line too long";
 		return POP3_PARSE_FATAL;
@@ -188,7 +165,7 @@ enum pop3_parse_status pop3_parse_command(const char *buf, size_t len,
 	if (found == 0)
 		return POP3_PARSE_MORE;
 	cmd->consumed = lf + 1;
-	err = parse_text((const unsigned char *)buf, text_end(buf, lf), cmd,
+	err = parse_text((const unsigned char *)buf, line_text_end(buf, lf), cmd,
 	                 &out);
 	if (err == NULL)
 		return POP3_PARSE_OK;
@@ -201,7 +178,7 @@ size_t pop3_sasl_line(const char *buf, size_t len, size_t line_max,
                       size_t *linelen)
 {
 	size_t lf = 0;
-	int found = find_line_end(buf, len, line_max, &lf);
+	int found = line_find_end(buf, len, line_max, &lf);
 
 	if (linelen != NULL)
 		*linelen = 0;
@@ -210,6 +187,6 @@ size_t pop3_sasl_line(const char *buf, size_t len, size_t line_max,
 	if (found == 0)
 		return 0;
 	if (linelen != NULL)
-		*linelen = text_end(buf, lf);
+		*linelen = line_text_end(buf, lf);
 	return lf + 1;
 }

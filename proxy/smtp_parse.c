@@ -6,6 +6,7 @@
  * clients. It owns no memory, does no I/O, and its error texts are
  * constants that never carry client bytes.
  */
+#include "line.h"
 #include "smtp_parse.h"
 
 #include <assert.h>
@@ -69,30 +70,6 @@ static int word_equal(const char *s, size_t n, const char *word)
 		if (upper((unsigned char)s[i]) != (unsigned char)word[i])
 			return 0;
 	return 1;
-}
-
-/*
- * Look for the LF ending the line at buf[0], never past line_max bytes.
- * Returns 1 with *lf set, 0 if the line may still end in time, -1 if it
- * is already longer than line_max.
- */
-static int find_line_end(const char *buf, size_t len, size_t line_max,
-                         size_t *lf)
-{
-	size_t avail = len < line_max ? len : line_max;
-	const char *p = avail > 0 ? memchr(buf, '\n', avail) : NULL;
-
-	if (p != NULL) {
-		*lf = (size_t)(p - buf);
-		return 1;
-	}
-	return len >= line_max ? -1 : 0;
-}
-
-/* The line's text ends before its LF, and before a CR just before it. */
-static size_t text_end(const char *buf, size_t lf)
-{
-	return lf > 0 && buf[lf - 1] == '\r' ? lf - 1 : lf;
 }
 
 /* The argument: 8-bit bytes and TAB pass; NUL, CR, other controls don't. */
@@ -175,7 +152,7 @@ enum smtp_parse_status smtp_parse_command(const char *buf, size_t len,
 
 	assert(cmd != NULL);
 	cmd_reset(cmd);
-	found = find_line_end(buf, len, line_max, &lf);
+	found = line_find_end(buf, len, line_max, &lf);
 	if (found < 0) {
 		cmd->error = "line too long";
 		return SMTP_PARSE_FATAL;
@@ -183,7 +160,7 @@ enum smtp_parse_status smtp_parse_command(const char *buf, size_t len,
 	if (found == 0)
 		return SMTP_PARSE_MORE;
 	cmd->consumed = lf + 1;
-	err = parse_text(buf, text_end(buf, lf), cmd);
+	err = parse_text(buf, line_text_end(buf, lf), cmd);
 	if (err == NULL)
 		return SMTP_PARSE_OK;
 	cmd->arg = ""; /* a BAD line keeps only a recognised verb */
