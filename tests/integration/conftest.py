@@ -349,3 +349,4 @@ def postern_factory(postern_launcher):
 
     yield factory
     _stop_all(started)
+

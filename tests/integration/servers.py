@@ -1051,3 +1051,18 @@ class Postern:
             problems.append("log %s (tail):\n%s" % (self.log_path,
                                                     text[-6000:]))
         return problems
+
+
+def tls_only_dovecot(workroot, certs, all_users, name, hostname):
+    """A Dovecot with ssl = yes (STARTTLS/STLS on .port/.pop3_port, implicit
+    TLS on .imaps_port/.pop3s_port), the test CA's localhost certificate, on
+    127.0.0.2, refusing plaintext logins; a generator for module fixtures."""
+    d = Dovecot(name, os.path.join(workroot, name), all_users,
+                        hostname=hostname, ssl_cert=certs["server_cert"],
+                        ssl_key=certs["server_key"], address="127.0.0.2",
+                        disable_plaintext_auth=True, trusted_networks="")
+    try:
+        yield d.start()
+    finally:
+        d.stop()
+        assert not d.instance_pids(), "dovecot processes left behind"

@@ -21,6 +21,7 @@ import time
 import pytest
 
 import servers
+from servers import tls_only_dovecot
 from helpers import imap_ssl, landing_host, raw, tagged_status
 
 UNAVAILABLE = re.compile(
@@ -34,16 +35,7 @@ def tls_dovecot(workroot, certs, all_users):
     """A Dovecot with ssl = yes (STARTTLS on .port, imaps on .imaps_port),
     the test CA's localhost certificate, on 127.0.0.2, refusing plaintext
     logins."""
-    d = servers.Dovecot("tls-backend", os.path.join(workroot, "tls-backend"),
-                        all_users, hostname=TLS_HOST,
-                        ssl_cert=certs["server_cert"],
-                        ssl_key=certs["server_key"], address="127.0.0.2",
-                        disable_plaintext_auth=True, trusted_networks="")
-    try:
-        yield d.start()
-    finally:
-        d.stop()
-        assert not d.instance_pids(), "dovecot processes left behind"
+    yield from tls_only_dovecot(workroot, certs, all_users, "tls-backend", TLS_HOST)
 
 
 def dovecot_port(d, mode):

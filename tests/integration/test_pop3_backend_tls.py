@@ -15,6 +15,7 @@ import re
 import pytest
 
 import servers
+from servers import tls_only_dovecot
 from helpers import pop3_landing_host, pop3_ssl, raw
 
 TLS_HOST = "mbox-tls-pop3"
@@ -26,17 +27,7 @@ SYS_TEMP = re.compile(rb"^-ERR \[SYS/TEMP\] [^\r\n]+\r\n$")
 def tls_dovecot(workroot, certs, all_users):
     """ssl = yes (STLS on .pop3_port, pop3s on .pop3s_port), the test CA's
     localhost certificate, on 127.0.0.2, refusing plaintext logins."""
-    d = servers.Dovecot("tls-backend-pop3",
-                        os.path.join(workroot, "tls-backend-pop3"),
-                        all_users, hostname=TLS_HOST,
-                        ssl_cert=certs["server_cert"],
-                        ssl_key=certs["server_key"], address="127.0.0.2",
-                        disable_plaintext_auth=True, trusted_networks="")
-    try:
-        yield d.start()
-    finally:
-        d.stop()
-        assert not d.instance_pids(), "dovecot processes left behind"
+    yield from tls_only_dovecot(workroot, certs, all_users, "tls-backend-pop3", TLS_HOST)
 
 
 def tls_backend(certs, d, mode, port, **extra):
