@@ -1,6 +1,7 @@
 # Postern: GNU make build. `make` builds ./postern; see README.md for targets.
 
 PREFIX  ?= /usr/local
+SYSCONFDIR ?= $(PREFIX)/etc
 DESTDIR ?=
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
@@ -87,9 +88,9 @@ bench: deps
 	$(PYTHON) tests/bench/run.py
 
 install: postern
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/etc/postern
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)/postern
 	install -m 0755 postern $(DESTDIR)$(PREFIX)/sbin/postern
-	install -m 0644 etc/postern.conf $(DESTDIR)$(PREFIX)/etc/postern/postern.conf.sample
+	install -m 0644 etc/postern.conf $(DESTDIR)$(SYSCONFDIR)/postern/postern.conf.sample
 
 format:
 	clang-format -i proxy/*.c include/*.h tests/unit/*.c
