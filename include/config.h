@@ -13,13 +13,20 @@
 
 #include <openssl/ssl.h>
 
+#include "smtp_parse.h"
 #include "users.h"
 
 #define CONF_NAME_MAX 64
 
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
-enum proto { PROTO_IMAP, PROTO_POP3, PROTO_COUNT };
+enum proto { PROTO_IMAP, PROTO_POP3, PROTO_SUBMISSION, PROTO_COUNT };
 enum backend_auth { BACKEND_AUTH_PLAIN, BACKEND_AUTH_LOGIN };
+/* How Postern logs a submission user in at an MTA. */
+enum submission_login {
+	SUBMIT_PASSTHROUGH, /* AUTH PLAIN with the user's (or master) credentials */
+	SUBMIT_XCLIENT,     /* Postfix XCLIENT LOGIN= (the MTA trusts Postern) */
+	SUBMIT_NONE,        /* trusted relay: no login at all */
+};
 
 struct sockaddr_any {
 	struct sockaddr_storage ss;
@@ -51,6 +58,7 @@ struct backend {
 	char *master_user;
 	char *master_password;
 	bool trusted; /* forward the client's address and ID fields */
+	enum submission_login submission_login;
 	double connect_timeout;
 	double login_timeout;
 	SSL_CTX *ssl_ctx; /* client context when tls != none */
@@ -105,7 +113,11 @@ struct config {
 	struct listener_conf *listeners;
 	unsigned nlisteners;
 
-	char *greeting[PROTO_COUNT]; /* text after "* OK [...]" / "+OK" */
+	char *greeting[PROTO_COUNT]; /* text after "* OK [...]" / "+OK" / "220 host ESMTP" */
+	char *smtp_hostname;   /* the name in the SMTP greeting and EHLO reply */
+	double smtp_caps_refresh; /* seconds between EHLO probes of backends */
+	bool smtp_caps_fixed;  /* submission.capabilities overrides the probes */
+	struct smtp_caps smtp_caps;
 };
 
 /*

@@ -95,4 +95,11 @@ void smtp_caps_intersect(struct smtp_caps *into, const struct smtp_caps *other);
 long smtp_caps_format(const struct smtp_caps *c, const char *hostname,
                       bool starttls, bool auth, char *out, size_t size);
 
+/*
+ * xtext (RFC 3461 section 4, as Postfix XCLIENT wants its values): bytes
+ * outside "!".."~", and "+" and "=", become "+HH". Writes a NUL-terminated
+ * string; returns its length, or -1 when out is too small.
+ */
+long smtp_xtext(const char *in, size_t len, char *out, size_t size);
+
 #endif

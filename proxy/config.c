@@ -304,7 +304,7 @@ static int resolve(const char *host, unsigned port, struct sockaddr_any *out)
 
 const char *proto_name(enum proto p)
 {
-	static const char *const n[] = {"imap", "pop3"};
+	static const char *const n[] = {"imap", "pop3", "submission"};
 	return n[p];
 }
 
@@ -445,10 +445,13 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
                          struct backend *b)
 {
 	static const char *const keys[] = {
-	    "name", "host", "imap", "pop3", "tls", "verify", "ca_file", "server_name",
-	    "auth", "master_user", "master_password", "trusted",
-	    "connect_timeout", "login_timeout", NULL};
+	    "name", "host", "imap", "pop3", "submission", "tls", "verify",
+	    "ca_file", "server_name", "auth", "master_user", "master_password",
+	    "trusted", "submission_login", "connect_timeout", "login_timeout",
+	    NULL};
 	static const char *const auths[] = {"plain", "login", NULL};
+	static const char *const logins[] = {"passthrough", "xclient", "none",
+	                                     NULL};
 	const char *host;
 	bool any = false;
 
@@ -468,6 +471,8 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	if (!b->master_user != !b->master_password)
 		cerr(c, e, "master_user and master_password go together");
 	get_bool(c, e, "trusted", &b->trusted);
+	b->submission_login = get_enum(c, e, "submission_login", logins,
+	                               SUBMIT_PASSTHROUGH);
 	b->connect_timeout = 5;
 	b->login_timeout = 15;
 	get_double(c, e, "connect_timeout", 0.1, 600, &b->connect_timeout);
@@ -485,7 +490,8 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 		}
 	}
 	if (!any)
-		cerr(c, e, "backend has no port: set imap = PORT and/or pop3 = PORT");
+		cerr(c, e, "backend has no port: set imap, pop3 and/or submission "
+		           "= PORT");
 }
 
 static void load_backends(struct cctx *c, struct config *cf,
@@ -576,7 +582,7 @@ static void load_listener(struct cctx *c, struct config *cf,
 {
 	static const char *const keys[] = {"protocol", "address", "tls",
 	                                   "require_tls", "backend", "pool", NULL};
-	static const char *const protos[] = {"imap", "pop3", NULL};
+	static const char *const protos[] = {"imap", "pop3", "submission", NULL};
 	const char *addr, *bname, *pname;
 
 	check_keys(c, e, keys);
@@ -655,11 +661,14 @@ static void load_proto(struct cctx *c, struct config *cf,
                        const config_setting_t *root, enum proto p)
 {
 	static const char *const keys[] = {"greeting", NULL};
+	static const char *const smtp_keys[] = {"greeting", "hostname",
+	                                        "caps_refresh", "capabilities",
+	                                        NULL};
 	const config_setting_t *g = get_group(c, root, proto_name(p));
 	const char *gr = g ? get_str(c, g, "greeting", 0) : NULL;
 
 	if (g)
-		check_keys(c, g, keys);
+		check_keys(c, g, p == PROTO_SUBMISSION ? smtp_keys : keys);
 	if (gr && strpbrk(gr, "\r\n")) {
 		cerr(c, config_setting_get_member(g, "greeting"),
 		     "must be one line");
@@ -668,12 +677,62 @@ static void load_proto(struct cctx *c, struct config *cf,
 	cf->greeting[p] = strdup(gr ? gr : "Postern ready.");
 }
 
+/* submission.capabilities: EHLO keywords offered instead of the probed. */
+static void load_smtp_caps(struct cctx *c, struct config *cf,
+                           const config_setting_t *l)
+{
+	cf->smtp_caps_fixed = true;
+	if (!config_setting_is_array(l)) {
+		cerr(c, l, "must be an array of EHLO keywords [ \"SIZE 1000\", ... ]");
+		return;
+	}
+	for (int i = 0; i < config_setting_length(l); i++) {
+		const config_setting_t *e = config_setting_get_elem(l, i);
+		const char *v = config_setting_get_string(e);
+		struct smtp_caps one = {0};
+		if (v)
+			smtp_caps_add(&one, v, strlen(v));
+		if (!one.flags) {
+			cerr(c, e, "not an EHLO keyword Postern can offer \"%s\"",
+			     v ? v : "");
+			continue;
+		}
+		cf->smtp_caps.flags |= one.flags;
+		if (one.flags & SMTP_CAP_SIZE)
+			cf->smtp_caps.size = one.size;
+	}
+}
+
+/* submission = { hostname; caps_refresh; capabilities }: SMTP's own. */
+static void load_smtp(struct cctx *c, struct config *cf,
+                      const config_setting_t *root)
+{
+	const config_setting_t *g = get_group(c, root, "submission");
+	const config_setting_t *caps;
+	const char *h = g ? get_str(c, g, "hostname", 0) : NULL;
+	char local[256] = "localhost";
+
+	if (h && (!*h || strpbrk(h, " \t\r\n"))) {
+		cerr(c, config_setting_get_member(g, "hostname"),
+		     "must be one word");
+		h = NULL;
+	}
+	if (!h && gethostname(local, sizeof(local) - 1) == 0)
+		local[sizeof(local) - 1] = '\0';
+	cf->smtp_hostname = strdup(h ? h : local);
+	cf->smtp_caps_refresh = 300;
+	if (g)
+		get_double(c, g, "caps_refresh", 1, 86400, &cf->smtp_caps_refresh);
+	if (g && (caps = config_setting_get_member(g, "capabilities")))
+		load_smtp_caps(c, cf, caps);
+}
+
 static void load_root(struct cctx *c, struct config *cf,
                       const config_setting_t *root)
 {
 	static const char *const keys[] = {
 	    "workers", "shutdown_grace", "log", "limits", "tls", "directory",
-	    "backends", "pools", "listeners", "imap", "pop3", NULL};
+	    "backends", "pools", "listeners", "imap", "pop3", "submission", NULL};
 
 	check_keys(c, root, keys);
 	get_uint(c, root, "workers", 0, 256, &cf->workers);
@@ -688,6 +747,7 @@ static void load_root(struct cctx *c, struct config *cf,
 	load_listeners(c, cf, root);
 	for (int p = 0; p < PROTO_COUNT; p++)
 		load_proto(c, cf, root, p);
+	load_smtp(c, cf, root);
 }
 
 struct config *config_load(const char *path, FILE *errs)
@@ -777,6 +837,7 @@ void config_unref(struct config *c)
 	free(c->users_path);
 	for (int p = 0; p < PROTO_COUNT; p++)
 		free(c->greeting[p]);
+	free(c->smtp_hostname);
 	free(c->path);
 	free(c);
 }

@@ -341,3 +341,28 @@ long smtp_caps_format(const struct smtp_caps *c, const char *hostname,
 	}
 	return (long)o.used;
 }
+
+long smtp_xtext(const char *in, size_t len, char *out, size_t size)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+		bool plain = c >= '!' && c <= '~' && c != '+' && c != '=';
+		size_t need = plain ? 1 : 3;
+		if (o + need >= size)
+			return -1;
+		if (plain) {
+			out[o++] = (char)c;
+			continue;
+		}
+		out[o++] = '+';
+		out[o++] = hex[c >> 4];
+		out[o++] = hex[c & 15];
+	}
+	if (o >= size)
+		return -1;
+	out[o] = '\0';
+	return (long)o;
+}

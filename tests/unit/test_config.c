@@ -185,6 +185,56 @@ static void test_users_file_errors_reported(void **state)
 	write_file("users", "alice:$6$salt$abcdefghijklmnop:a\nbob:$6$salt$zz\n");
 }
 
+static void test_submission_settings(void **state)
+{
+	char errs[2048];
+	const char *text =
+	    "directory = { type = \"file\"; path = \"users\"; };\n"
+	    "backends = ( { name = \"a\"; host = \"127.0.0.1\"; submission = 25;"
+	    " submission_login = \"xclient\"; },\n"
+	    "             { name = \"b\"; host = \"127.0.0.1\"; submission = 26; } );\n"
+	    "listeners = ( { protocol = \"submission\"; address = \"127.0.0.1:1587\";"
+	    " backend = \"a\"; } );\n"
+	    "submission = { greeting = \"hi\"; hostname = \"mx.example.org\";"
+	    " caps_refresh = 60; capabilities = [ \"SIZE 1000\", \"PIPELINING\" ]; };\n";
+	struct config *c = load(text, errs, sizeof(errs));
+
+	(void)state;
+	assert_non_null(c);
+	assert_string_equal(errs, "");
+	assert_int_equal(c->backends[0].submission_login, SUBMIT_XCLIENT);
+	assert_int_equal(c->backends[1].submission_login, SUBMIT_PASSTHROUGH);
+	assert_int_equal(c->listeners[0].proto, PROTO_SUBMISSION);
+	assert_true(c->backends[0].addr[PROTO_SUBMISSION].len > 0);
+	assert_int_equal(c->backends[0].addr[PROTO_IMAP].len, 0);
+	assert_string_equal(c->smtp_hostname, "mx.example.org");
+	assert_string_equal(c->greeting[PROTO_SUBMISSION], "hi");
+	assert_true(c->smtp_caps_refresh > 59 && c->smtp_caps_refresh < 61);
+	assert_true(c->smtp_caps_fixed);
+	assert_int_equal(c->smtp_caps.flags, SMTP_CAP_SIZE | SMTP_CAP_PIPELINING);
+	assert_int_equal(c->smtp_caps.size, 1000);
+	config_unref(c);
+}
+
+static void test_submission_errors(void **state)
+{
+	char errs[4096];
+	const char *text =
+	    "directory = { type = \"file\"; path = \"users\"; };\n"
+	    "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143;"
+	    " submission_login = \"magic\"; } );\n"
+	    "listeners = ( { protocol = \"submission\"; address = \"127.0.0.1:1\";"
+	    " backend = \"a\"; } );\n"
+	    "submission = { hostname = \"two words\"; capabilities = [ \"AUTH PLAIN\" ]; };\n";
+
+	(void)state;
+	assert_null(load(text, errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "backends[0].submission_login: unknown value \"magic\""));
+	assert_non_null(strstr(errs, "backend \"a\" has no submission port"));
+	assert_non_null(strstr(errs, "submission.hostname: must be one word"));
+	assert_non_null(strstr(errs, "submission.capabilities[0]: not an EHLO keyword"));
+}
+
 static void test_parse_address(void **state)
 {
 	struct sockaddr_any a;
@@ -211,6 +261,8 @@ int main(void)
 	    cmocka_unit_test(test_syntax_error),
 	    cmocka_unit_test(test_users_file_errors_reported),
 	    cmocka_unit_test(test_parse_address),
+	    cmocka_unit_test(test_submission_settings),
+	    cmocka_unit_test(test_submission_errors),
 	};
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }

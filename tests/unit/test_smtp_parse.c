@@ -691,6 +691,35 @@ static void test_format_small_buffer(void **state)
 	assert_string_equal(buf, "250 mx.example\r\n");
 }
 
+/* ---- xtext (RFC 3461 4) ---- */
+
+static void test_xtext(void **state)
+{
+	char xt[64];
+
+	(void)state;
+	assert_int_equal(smtp_xtext("alice@example.org", 17, xt, sizeof(xt)), 17);
+	assert_string_equal(xt, "alice@example.org");
+	assert_int_equal(smtp_xtext("a b+c=d", 7, xt, sizeof(xt)), 13);
+	assert_string_equal(xt, "a+20b+2Bc+3Dd");
+	assert_int_equal(smtp_xtext("x\r\nMAIL\x7f\xc3", 9, xt, sizeof(xt)), 17);
+	assert_string_equal(xt, "x+0D+0AMAIL+7F+C3");
+	assert_int_equal(smtp_xtext("", 0, xt, sizeof(xt)), 0);
+	assert_string_equal(xt, "");
+}
+
+static void test_xtext_small_buffer(void **state)
+{
+	char xt[4];
+
+	(void)state;
+	assert_int_equal(smtp_xtext("abc", 3, xt, sizeof(xt)), 3);
+	assert_int_equal(smtp_xtext("abcd", 4, xt, sizeof(xt)), -1);
+	assert_int_equal(smtp_xtext("a b", 3, xt, sizeof(xt)), -1);
+	assert_int_equal(smtp_xtext(" ", 1, xt, sizeof(xt)), 3);
+	assert_string_equal(xt, "+20");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -725,6 +754,8 @@ int main(void)
 		cmocka_unit_test(test_format_all),
 		cmocka_unit_test(test_format_combinations),
 		cmocka_unit_test(test_format_small_buffer),
+		cmocka_unit_test(test_xtext),
+		cmocka_unit_test(test_xtext_small_buffer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
