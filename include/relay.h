@@ -9,6 +9,8 @@
 struct session;
 
 void relay_start(struct session *s);
+/* Release what the relay holds for s (the SMTP watch). */
+void relay_free(struct session *s);
 /* Idle check from the session timer; returns seconds until the next one. */
 double relay_idle_check(struct session *s, double now);
 

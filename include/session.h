@@ -21,6 +21,7 @@
 struct worker;
 struct session;
 struct upstream;
+struct relay_watch;
 
 enum session_phase {
 	SP_HANDSHAKE, /* implicit TLS handshake */
@@ -52,7 +53,9 @@ struct login_req {
 	unsigned client_port;
 	const char *local_ip;
 	unsigned local_port;
-	const char *client_id; /* client's ID fields, quoted, or "" */
+	const char *client_id; /* IMAP: client's ID fields, quoted; SMTP: the
+	                          client's EHLO name; or "" */
+	const char *local_name; /* Postern's name (SMTP EHLO) */
 	uint64_t sid;
 };
 
@@ -68,6 +71,8 @@ struct proto_ops {
 	                  const char *caps);
 	/* Pre-auth time is up, or the server is shutting down. */
 	void (*bye)(struct session *s, const char *why);
+	/* The line for a connection refused over a limit (plaintext only). */
+	const char *busy;
 	/* Per-session protocol state: allocated with the session. */
 	size_t state_size;
 };
@@ -111,9 +116,13 @@ struct session {
 	unsigned fail_pending : 1; /* timer runs the failure delay */
 	enum auth_result fail_result;
 	const char *close_reason;
+	struct relay_watch *watch; /* SMTP: the post-login command watch */
 	struct session *next_zombie;
 	void *proto_state;
 };
+
+/* The protocol's table. */
+const struct proto_ops *session_proto(enum proto p);
 
 /* Accept path: takes ownership of fd. */
 void session_new(struct worker *w, struct config *cfg,
@@ -178,5 +187,6 @@ void session_set_user(struct session *s, const char *raw);
 
 extern const struct proto_ops imap_proto;
 extern const struct proto_ops pop3_proto;
+extern const struct proto_ops smtp_proto;
 
 #endif

@@ -87,5 +87,6 @@ void upstream_reap(void);
 
 extern const struct upstream_ops imap_upstream_ops;
 extern const struct upstream_ops pop3_upstream_ops;
+extern const struct upstream_ops smtp_upstream_ops;
 
 #endif

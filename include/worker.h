@@ -34,8 +34,12 @@ struct worker {
 	pthread_mutex_t vlock;  /* guards verdicts */
 	struct verdict *verdicts;
 	bool stopping;
-	char *scratch;          /* relay read buffer */
+	char *scratch;          /* relay buffers: RELAY_CHUNK read, then out */
 };
+
+/* A relay read; the SMTP watch writes up to RELAY_CHUNK + 256 after it. */
+#define RELAY_CHUNK (16 * 1024)
+#define WORKER_SCRATCH (2 * RELAY_CHUNK + 256)
 
 int worker_open_listeners(struct worker *w, FILE *errs);
 int worker_start(struct worker *w);

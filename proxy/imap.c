@@ -422,5 +422,6 @@ const struct proto_ops imap_proto = {
     .input = imap_input,
     .auth_done = imap_auth_done,
     .bye = imap_bye,
+    .busy = "* BYE Too many connections, try again later.\r\n",
     .state_size = sizeof(struct imap),
 };

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "directory.h"
 #include "log.h"
+#include "smtp_probe.h"
 #include "worker.h"
 
 #define POSTERN_VERSION "0.1.0"
@@ -77,6 +78,7 @@ static void reload(const char *path)
 		log_setup(c->log_level, c->log_syslog);
 		config_set_current(c);
 		directory_cache_flush(); /* users or passwords may have changed */
+		smtp_probe_kick();       /* submission backends may have changed */
 		log_event(LOG_LVL_INFO, 0, "reload", "result=ok users=%zu", c->users.n);
 	}
 	config_unref(c);
@@ -107,6 +109,10 @@ static int run(const char *path, struct config *cfg)
 		fprintf(stderr, "postern: cannot start the verifier threads\n");
 		return 1;
 	}
+	if (smtp_probe_start() < 0) {
+		fprintf(stderr, "postern: cannot start the SMTP capability prober\n");
+		return 1;
+	}
 	for (unsigned i = 0; i < n; i++)
 		if (worker_start(&ws[i]) < 0) {
 			fprintf(stderr, "postern: cannot start worker %u\n", i);
@@ -130,6 +136,7 @@ static int run(const char *path, struct config *cfg)
 	for (unsigned i = 0; i < n; i++)
 		worker_join(&ws[i]);
 	directory_stop();
+	smtp_probe_stop();
 	config_set_current(NULL);
 	free(ws);
 	log_event(LOG_LVL_INFO, 0, "exit", "status=0");

@@ -311,5 +311,6 @@ const struct proto_ops pop3_proto = {
     .input = pop3_input,
     .auth_done = pop3_auth_done,
     .bye = pop3_bye,
+    .busy = "-ERR [SYS/TEMP] Too many connections, try again later.\r\n",
     .state_size = sizeof(struct pop3),
 };

@@ -4,21 +4,102 @@
  * cannot take now is queued (in conn), and while anything is queued the
  * reading side is paused. So a session holds no buffer while idle, and memory
  * per session is bounded by one queued chunk per direction.
+ *
+ * SMTP sessions pass through a watch (smtp_filter.c) on the way: it turns
+ * XCLIENT and XFORWARD into a command the backend refuses, and while the
+ * reply to DATA is awaited the client is not read; the few bytes already
+ * read then wait in a small held buffer.
  */
 #include "relay.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 
 #include "log.h"
 #include "session.h"
+#include "smtp_filter.h"
 #include "upstream.h"
 #include "worker.h"
 
-#define RELAY_CHUNK (16 * 1024)
 #define READS_PER_EVENT 8
+
+struct relay_watch {
+	struct smtp_filter f;
+	char *held; /* client bytes read while the reply to DATA was awaited */
+	size_t heldlen;
+};
+
+static bool watch_waiting(const struct session *s)
+{
+	return s->watch && smtp_filter_waiting(&s->watch->f);
+}
+
+static int hold(struct relay_watch *w, const char *buf, size_t n)
+{
+	char *p = realloc(w->held, w->heldlen + n);
+
+	if (!p)
+		return -1;
+	memcpy(p + w->heldlen, buf, n);
+	w->held = p;
+	w->heldlen += n;
+	return 0;
+}
+
+/* caps ("A B C") lists word, in any case. */
+static bool has_word(const char *caps, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = caps; p && *p;) {
+		size_t w = strcspn(p, " ");
+		if (w == n && strncasecmp(p, word, n) == 0)
+			return true;
+		p += w + (p[w] == ' ');
+	}
+	return false;
+}
+
+/* Client bytes towards the backend: as they are, or through the watch. */
+static int to_backend(struct session *s, const char *buf, size_t n)
+{
+	struct relay_watch *w = s->watch;
+	char *out = s->w->scratch + RELAY_CHUNK;
+	size_t off = 0;
+
+	if (!w)
+		return conn_write(&s->up->c, buf, n);
+	while (off < n && !smtp_filter_waiting(&w->f)) {
+		size_t outlen, chunk = n - off < RELAY_CHUNK ? n - off : RELAY_CHUNK;
+		size_t used = smtp_filter_client(&w->f, buf + off, chunk, out, &outlen);
+		if (outlen && conn_write(&s->up->c, out, outlen) < 0)
+			return -1;
+		off += used;
+	}
+	return off < n ? hold(w, buf + off, n - off) : 0;
+}
+
+/* The reply to DATA has come: the held bytes go first, then reading. */
+static void watch_resume(struct session *s)
+{
+	struct relay_watch *w = s->watch;
+	char *h = w->held;
+	size_t n = w->heldlen;
+
+	w->held = NULL;
+	w->heldlen = 0;
+	if (n && to_backend(s, h, n) < 0) {
+		free(h);
+		session_close(s, s->up->c.err ? s->up->c.err : "write error");
+		return;
+	}
+	free(h);
+	if (!s->client_eof && !watch_waiting(s) && !conn_has_output(&s->up->c))
+		conn_want_read(&s->client, true);
+}
 
 static void close_when_flushed(struct session *s, struct conn *to,
                                const char *reason)
@@ -46,6 +127,21 @@ static void on_eof(struct session *s, struct conn *from, struct conn *to)
 	close_when_flushed(s, to, "backend closed");
 }
 
+/* Backend bytes towards the client; the watch counts the replies. */
+static int backend_bytes(struct session *s, const char *buf, size_t n)
+{
+	bool waiting = watch_waiting(s);
+
+	if (conn_write(&s->client, buf, n) < 0)
+		return -1;
+	if (!s->watch)
+		return 0;
+	smtp_filter_server(&s->watch->f, buf, n);
+	if (waiting && !watch_waiting(s))
+		watch_resume(s);
+	return 0;
+}
+
 static void pump(struct session *s, struct conn *from, struct conn *to)
 {
 	char *buf = s->w->scratch;
@@ -68,8 +164,15 @@ static void pump(struct session *s, struct conn *from, struct conn *to)
 			return;
 		}
 		s->last_activity = ev_now(s->w->loop);
-		if (conn_write(to, buf, (size_t)n) < 0) {
+		if (from == &s->client ? to_backend(s, buf, (size_t)n) < 0
+		                       : backend_bytes(s, buf, (size_t)n) < 0) {
 			session_close(s, to->err ? to->err : "write error");
+			return;
+		}
+		if (s->phase == SP_CLOSED)
+			return;
+		if (from == &s->client && watch_waiting(s)) {
+			conn_want_read(from, false); /* until the reply to DATA */
 			return;
 		}
 	}
@@ -87,7 +190,7 @@ static void on_drained(struct session *s, struct conn *drained,
 		return;
 	}
 	(void)drained;
-	if (!other_eof)
+	if (!other_eof && !(other == &s->client && watch_waiting(s)))
 		conn_want_read(other, true);
 }
 
@@ -125,14 +228,22 @@ void relay_start(struct session *s)
 	s->client.cb = client_cb;
 	u->c.cb = backend_cb;
 	s->last_activity = ev_now(s->w->loop);
+	if (s->lc->proto == PROTO_SUBMISSION) {
+		if (!(s->watch = calloc(1, sizeof(*s->watch)))) {
+			session_close(s, "out of memory");
+			return;
+		}
+		smtp_filter_init(&s->watch->f);
+		s->watch->f.no_chunking = !has_word(u->caps, "CHUNKING");
+	}
 	/* Replies the backend sent after the login reply go first. */
-	if (n && conn_write(&s->client, left, n) < 0) {
+	if (n && backend_bytes(s, left, n) < 0) {
 		session_close(s, "write error");
 		return;
 	}
 	upstream_release_buffer(u);
 	/* Commands the client pipelined after its login are the user's. */
-	if (s->inlen && conn_write(&u->c, s->in, s->inlen) < 0) {
+	if (s->inlen && to_backend(s, s->in, s->inlen) < 0) {
 		session_close(s, "write error");
 		return;
 	}
@@ -141,8 +252,21 @@ void relay_start(struct session *s)
 	free(s->in);
 	s->in = NULL;
 	s->inlen = s->incap = 0;
-	conn_want_read(&s->client, !conn_has_output(&u->c));
+	conn_want_read(&s->client, !conn_has_output(&u->c) && !watch_waiting(s));
 	conn_want_read(&u->c, !conn_has_output(&s->client));
+}
+
+void relay_free(struct session *s)
+{
+	if (!s->watch)
+		return;
+	if (s->watch->f.refused)
+		log_event(LOG_LVL_WARN, s->id, "smtp_watch",
+		          "user=%s refused=%u reason=\"XCLIENT/XFORWARD from a client\"",
+		          s->user, s->watch->f.refused);
+	free(s->watch->held);
+	free(s->watch);
+	s->watch = NULL;
 }
 
 double relay_idle_check(struct session *s, double now)

@@ -58,15 +58,21 @@ static void arm_timer(struct session *s, double after)
 	ev_timer_start(s->w->loop, &s->timer);
 }
 
-void session_new(struct worker *w, struct config *cfg,
-                 const struct listener_conf *lc, int fd,
-                 const struct sockaddr_any *peer)
+const struct proto_ops *session_proto(enum proto p)
 {
 	static const struct proto_ops *const protos[PROTO_COUNT] = {
 	    [PROTO_IMAP] = &imap_proto,
 	    [PROTO_POP3] = &pop3_proto,
+	    [PROTO_SUBMISSION] = &smtp_proto,
 	};
-	const struct proto_ops *proto = protos[lc->proto];
+	return protos[p];
+}
+
+void session_new(struct worker *w, struct config *cfg,
+                 const struct listener_conf *lc, int fd,
+                 const struct sockaddr_any *peer)
+{
+	const struct proto_ops *proto = session_proto(lc->proto);
 	struct session *s = calloc(1, sizeof(*s) + proto->state_size);
 	struct sockaddr_storage local;
 	socklen_t ll = sizeof(local);
@@ -154,6 +160,7 @@ void session_free(struct session *s)
 	free(s->in);
 	free(s->user);
 	free(s->client_id);
+	relay_free(s);
 	config_unref(s->cfg);
 	free(s);
 }
@@ -428,6 +435,7 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	    .local_ip = s->local_ip,
 	    .local_port = s->local_port,
 	    .client_id = s->client_id ? s->client_id : "",
+	    .local_name = s->cfg->smtp_hostname,
 	    .sid = s->id,
 	};
 	s->up = upstream_login(s->w->loop, s->backend, s->lc->proto, &s->req,

@@ -225,6 +225,7 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	static const struct upstream_ops *const protos[PROTO_COUNT] = {
 	    [PROTO_IMAP] = &imap_upstream_ops,
 	    [PROTO_POP3] = &pop3_upstream_ops,
+	    [PROTO_SUBMISSION] = &smtp_upstream_ops,
 	};
 	const struct upstream_ops *ops = protos[proto];
 	const struct sockaddr_any *addr = &b->addr[proto];

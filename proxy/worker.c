@@ -20,7 +20,6 @@
 #include "session.h"
 #include "upstream.h"
 
-#define SCRATCH_SIZE (16 * 1024)
 #define ACCEPTS_PER_EVENT 64
 
 /* ---- process-wide connection accounting ---- */
@@ -154,11 +153,11 @@ void worker_defer_free(struct worker *w, struct session *s)
  */
 static void refuse(int fd, const struct listener_conf *lc)
 {
-	static const char bye[] = "* BYE Too many connections, try again later.\r\n";
+	const char *bye = session_proto(lc->proto)->busy;
 
 	log_event(LOG_LVL_WARN, 0, "refused", "listener=%s reason=\"connection limit\"",
 	          lc->address);
-	if (lc->tls != TLS_MODE_IMPLICIT && send(fd, bye, sizeof(bye) - 1,
+	if (lc->tls != TLS_MODE_IMPLICIT && send(fd, bye, strlen(bye),
 	                                         MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_event(LOG_LVL_DEBUG, 0, "refused", "reason=\"BYE not sent\"");
 	close(fd);
@@ -301,7 +300,7 @@ static void *worker_main(void *arg)
 int worker_start(struct worker *w)
 {
 	w->loop = ev_loop_new(EVFLAG_AUTO);
-	if (!w->loop || !(w->scratch = malloc(SCRATCH_SIZE)))
+	if (!w->loop || !(w->scratch = malloc(WORKER_SCRATCH)))
 		return -1;
 	pthread_mutex_init(&w->vlock, NULL);
 	ev_async_init(&w->wake, wake_cb);
