@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libssl-dev libev-dev libconfig-dev \
 libcrypt-dev libcmocka-dev openssl curl python3 python3-pytest \
-dovecot-imapd dovecot-pop3d dovecot-submissiond whois \
+dovecot-imapd dovecot-pop3d dovecot-submissiond postfix whois \
 clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
@@ -17,7 +17,14 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# Installing Dovecot must not start the system's own instance: the tests and
-# the demo run private instances on loopback ports.
+# Installing Dovecot or Postfix must not start the system's own instance: the
+# tests and the demo run private instances on loopback ports.  Postfix asks
+# for a mail configuration: preseed "No configuration" (no main.cf, nothing
+# started).
+case " $missing " in
+*" postfix "*)
+	echo "postfix postfix/main_mailer_type select No configuration" |
+		$SUDO debconf-set-selections ;;
+esac
 $SUDO apt-get install -y -qq -o Dpkg::Options::=--force-confdef \
 	-o Dpkg::Options::=--force-confold $missing

@@ -1,5 +1,7 @@
-"""pytest fixtures: certificates, two real Dovecot backends, the Postern users
-file and Postern processes, all in one temporary directory per session.
+"""pytest fixtures: certificates, two real Dovecot backends, a real Postfix
+(SMTP backend, fed by XCLIENT or by the Dovecots' submission service), the
+Postern users file and Postern processes, all in one temporary directory per
+session.
 
 Run with Debian's interpreter:  /usr/bin/python3 -m pytest tests/integration
 The Postern binary comes from $POSTERN_BIN (default: <repo>/postern).
@@ -18,7 +20,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import servers  # noqa: E402
-from servers import Dovecot, Postern  # noqa: E402
+from servers import Dovecot, Postern, Postfix  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -84,14 +86,36 @@ def users(all_users):
 
 
 @pytest.fixture(scope="session")
-def backends(workroot, all_users):
+def postfix_unstarted(workroot, certs):
+    """The session's servers.Postfix, configured (ports chosen) but not
+    started: its smtpd needs its SASL server (mbox-a's auth listener) up
+    first, and the Dovecots need its relay port.  Tests use `postfix`.
+    Checked for leftover processes at the end of the session."""
+    pf = Postfix("postfix", os.path.join(workroot, "postfix"),
+                 sasl_port=servers.free_port(),
+                 tls_cert=certs["server_cert"], tls_key=certs["server_key"])
+    yield pf
+    pf.stop()
+    leftovers = pf.instance_pids()
+    assert not leftovers, "postfix processes left behind: %r" % leftovers
+
+
+@pytest.fixture(scope="session")
+def backends(workroot, all_users, postfix_unstarted):
     """dict "mbox-a"/"mbox-b" -> started servers.Dovecot.  Both know every
     user with the same password; each INBOX has three messages, the first
-    with Subject "hello from <name>"."""
+    with Subject "hello from <name>".  Both have a submission service on
+    .submission_port (AUTH PLAIN/LOGIN, no TLS) relaying to the session's
+    Postfix (request `postfix` too, so that it runs); mbox-a also serves
+    Dovecot SASL to that Postfix on .auth_inet_port."""
+    pf = postfix_unstarted
     started = {}
     try:
         for name in servers.HOSTS:
-            d = Dovecot(name, os.path.join(workroot, name), all_users)
+            d = Dovecot(name, os.path.join(workroot, name), all_users,
+                        submission_relay=("127.0.0.1", pf.relay_port),
+                        auth_inet_port=(pf.sasl_port if name == "mbox-a"
+                                        else None))
             started[name] = d
             d.start()
         yield started
@@ -101,6 +125,24 @@ def backends(workroot, all_users):
             d.stop()
             leftovers += d.instance_pids()
         assert not leftovers, "dovecot processes left behind: %r" % leftovers
+
+
+@pytest.fixture(scope="session")
+def postfix(postfix_unstarted, backends):
+    """The session's started servers.Postfix (127.0.0.1, myhostname
+    mta.test, SIZE 20971520):
+      - .xclient_port: XCLIENT from loopback, SASL via mbox-a (AUTH, or
+        XCLIENT LOGIN=<user>, authenticates), only authenticated sessions
+        may send, optional STARTTLS with the test certificate;
+      - .relay_port: loopback may send (the Dovecots' submission relay).
+    Every accepted message, any recipient, lands in one Maildir:
+    .messages(), .message_mark(), .wait_message(); log: .wait_log().
+    Stopped before the Dovecots: its smtpd processes keep connections to
+    mbox-a's auth service open, and Dovecot's auth process does not exit
+    while they last."""
+    pf = postfix_unstarted.start()
+    yield pf
+    pf.stop()
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +220,8 @@ class PosternLauncher:
 
     _seq = itertools.count(1)
 
-    def __init__(self, workroot, certs, backends, all_users):
+    def __init__(self, workroot, certs, backends, all_users, postfix):
+        self.postfix = postfix
         self.workroot = workroot
         self.certs = certs
         self.backends = backends
@@ -223,9 +266,10 @@ class PosternLauncher:
                 "verifier_threads": 2,
             },
             "backends": [
-                {"name": name, "host": "127.0.0.1", "imap": d.port,
-                 "pop3": d.pop3_port,
-                 "tls": "none", "auth": "plain", "trusted": True}
+                dict({"name": name, "host": "127.0.0.1", "imap": d.port,
+                      "pop3": d.pop3_port,
+                      "tls": "none", "auth": "plain", "trusted": True},
+                     **self.submission_of(name, d))
                 for name, d in self.backends.items()
             ],
             "pools": [
@@ -253,10 +297,29 @@ class PosternLauncher:
                 {"protocol": "pop3",
                  "address": "127.0.0.1:%d" % ports["pop3"],
                  "tls": "none", "pool": "default"},
+                {"protocol": "submission",
+                 "address": "127.0.0.1:%d" % ports["smtps"],
+                 "tls": "implicit", "pool": "default"},
+                {"protocol": "submission",
+                 "address": "127.0.0.1:%d" % ports["submission_req"],
+                 "tls": "starttls", "require_tls": True, "pool": "default"},
+                {"protocol": "submission",
+                 "address": "127.0.0.1:%d" % ports["submission"],
+                 "tls": "none", "pool": "default"},
             ],
             "imap": {"greeting": "Postern ready."},
             "pop3": {"greeting": "Postern ready."},
+            "submission": {"hostname": "postern.test", "caps_refresh": 30},
         }
+
+    def submission_of(self, name, d):
+        """mbox-a sends through the session's Postfix by XCLIENT, mbox-b
+        through its own Dovecot submission service (passthrough AUTH)."""
+        if name == "mbox-a":
+            return {"submission": self.postfix.xclient_port,
+                    "submission_login": "xclient"}
+        return {"submission": d.submission_port,
+                "submission_login": "passthrough"}
 
     def start(self, mutate=None, users=None, backends=None, **overrides):
         n = next(self._seq)
@@ -279,8 +342,8 @@ class PosternLauncher:
 
 
 @pytest.fixture(scope="session")
-def postern_launcher(workroot, certs, backends, all_users):
-    return PosternLauncher(workroot, certs, backends, all_users)
+def postern_launcher(workroot, certs, backends, all_users, postfix):
+    return PosternLauncher(workroot, certs, backends, all_users, postfix)
 
 
 def _stop_all(instances):

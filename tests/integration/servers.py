@@ -1,5 +1,6 @@
 """Real servers for the integration tests: certificates, Dovecot backends,
-the Postern users file and the Postern process itself.
+a Postfix SMTP backend, the Postern users file and the Postern process
+itself.
 
 Everything runs on loopback, on free ports, inside one temporary directory
 per test session.  Processes are started and stopped by pid, never by name.
@@ -8,6 +9,7 @@ per test session.  Processes are started and stopped by pid, never by name.
 import base64
 import hashlib
 import os
+import pwd
 import re
 import signal
 import socket
@@ -19,6 +21,9 @@ MAIL_UID = 8  # the `mail` user: Dovecot refuses uid 0 for mail processes
 MAIL_GID = 8
 
 HOSTS = ("mbox-a", "mbox-b")
+
+# Dovecot's submission service (package dovecot-submissiond).
+DOVECOT_SUBMISSION = "/usr/lib/dovecot/submission"
 
 # Sanitizer reports that make a Postern run fail.
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
@@ -220,6 +225,52 @@ def write_postern_users(path, users, hashes=None):
 
 
 # --------------------------------------------------------------------------
+# Server logs
+
+
+class LogFile:
+    """Log reading for a server class with `name` and `log_path`; servers
+    write their logs asynchronously, hence wait_log()."""
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_mark(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(mark)
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, since=0, timeout=10):
+        """Wait until a log line written after `since` matches the regex;
+        returns the match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log_since(since))
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "no %r in %s log after %ds:\n%s" % (
+                        pattern, self.name, timeout,
+                        self.log_since(since)[-3000:]))
+            time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
 # Dovecot
 
 
@@ -242,7 +293,7 @@ def make_message(subject, body, sender="sender@example.test",
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
-class Dovecot:
+class Dovecot(LogFile):
     """One private Dovecot instance (IMAP and POP3 on loopback, no TLS by
     default) serving Maildirs for the given users.  start() waits for the
     greeting; stop() terminates the master by pid and waits for every
@@ -263,14 +314,28 @@ class Dovecot:
       - master_users: {name: password} for a master passdb (checked before
         the normal one) with auth_master_user_separator = "*": "user*master"
         with the master's password, or SASL PLAIN authzid=user,
-        authcid=master, logs in as user."""
+        authcid=master, logs in as user;
+      - auth_inet_port: also serve Dovecot's SASL (auth-client) protocol on
+        127.0.0.1:<port> (`service auth { inet_listener }`), for Postfix's
+        `smtpd_sasl_type = dovecot`, `smtpd_sasl_path = inet:127.0.0.1:PORT`.
+        Stop such clients first: Dovecot's auth process outlives the
+        master while a client connection stays open (Postfix's idle smtpd
+        processes keep theirs), and stop() waits its whole timeout before
+        it kills it;
+      - submission_relay: (host, port) of an SMTP relay (Postfix): with it,
+        and with dovecot-submissiond installed, a submission service on
+        `submission_port` (same address, no TLS unless ssl_cert) where users
+        log in with AUTH PLAIN/LOGIN and whose mail Dovecot relays there
+        (`submission_relay_trusted = yes`).  `submission_port` is None
+        otherwise."""
 
     _seq = 0
 
     def __init__(self, name, workdir, users, hostname=None, ssl_cert=None,
                  ssl_key=None, disable_plaintext_auth=False,
                  trusted_networks="127.0.0.0/8", master_users=None,
-                 address="127.0.0.1"):
+                 address="127.0.0.1", auth_inet_port=None,
+                 submission_relay=None):
         Dovecot._seq += 1
         self.name = name
         self.hostname = hostname or name
@@ -288,6 +353,12 @@ class Dovecot:
         self.imaps_port = free_port(address) if ssl_cert else None
         self.pop3_port = free_port(address)
         self.pop3s_port = free_port(address) if ssl_cert else None
+        self.auth_inet_port = auth_inet_port
+        self.submission_relay = submission_relay
+        self.submission_port = (
+            free_port(address)
+            if submission_relay and os.path.exists(DOVECOT_SUBMISSION)
+            else None)
         self.conf_path = os.path.join(workdir, "dovecot.conf")
         self.log_path = os.path.join(workdir, "dovecot.log")
         self.passwd_path = os.path.join(workdir, "passwd")
@@ -388,6 +459,8 @@ class Dovecot:
     def _config(self):
         pop3 = os.path.exists("/usr/lib/dovecot/pop3")
         protocols = "imap pop3" if pop3 else "imap"
+        if self.submission_port:
+            protocols += " submission"
         if self.ssl_cert:
             ssl = "ssl = yes\nssl_cert = <%s\nssl_key = <%s" % (
                 self.ssl_cert, self.ssl_key)
@@ -498,6 +571,40 @@ service pop3-login {{
   }}
 }}
 """.format(pop3=self.pop3_port, address=self.address, pop3s=pop3s)
+        if self.auth_inet_port:
+            # A second auth service block merges into the first: the
+            # auth-client protocol (what Postfix's dovecot SASL speaks) on
+            # TCP as well as on the usual unix socket.
+            c += """\
+service auth {{
+  inet_listener auth-client {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+""".format(port=self.auth_inet_port)
+        if self.submission_port:
+            # Users authenticate to Dovecot (passwd-file, as for IMAP);
+            # Dovecot then hands the mail on to the relay without AUTH.
+            # `hostname` names this backend in the greeting and in the
+            # Received header it adds.
+            relay_host, relay_port = self.submission_relay
+            c += """\
+hostname = {host}
+submission_relay_host = {relay_host}
+submission_relay_port = {relay_port}
+submission_relay_trusted = yes
+submission_relay_ssl = no
+service submission-login {{
+  chroot =
+  inet_listener submission {{
+    address = {address}
+    port = {port}
+  }}
+}}
+""".format(host=self.hostname, relay_host=relay_host,
+           relay_port=relay_port, address=self.address,
+           port=self.submission_port)
         return c
 
     # -- process
@@ -587,44 +694,361 @@ service pop3-login {{
             self.proc.wait(10)
         self.stop(timeout=5)
 
-    # -- log
 
-    def log_text(self):
+# --------------------------------------------------------------------------
+# Postfix
+
+
+POSTFIX = "/usr/sbin/postfix"
+
+# The SIZE the test Postfix announces (its message_size_limit): 20 MiB.
+POSTFIX_SIZE_LIMIT = 20 * 1024 * 1024
+
+
+def pids_with_environ(name, value):
+    """Pids of live processes whose environment holds name=value (read from
+    /proc/PID/environ; a zombie's reads empty, so it does not count)."""
+    want = ("%s=%s" % (name, value)).encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want in env:
+            out.append(int(entry))
+    return out
 
-    def log_mark(self):
-        try:
-            return os.path.getsize(self.log_path)
-        except FileNotFoundError:
-            return 0
 
-    def log_since(self, mark):
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(mark)
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+class Postfix(LogFile):
+    """One private Postfix instance (`postfix -c CONFDIR`): its own main.cf
+    and master.cf, queue, data directory, log file and mail store in
+    `workdir`, two smtpd services on 127.0.0.1 (IPv4 only).  start() waits
+    for both greetings; stop() terminates the master by pid and waits for
+    every process of the instance (found by MAIL_CONFIG=CONFDIR in its
+    environment) to be gone.
 
-    def wait_log(self, pattern, since=0, timeout=10):
-        """Wait until a log line written after `since` matches the regex;
-        returns the match (Dovecot's log process writes asynchronously)."""
-        rx = re.compile(pattern)
+    - `xclient_port`, the proxy's port: XCLIENT allowed from 127.0.0.0/8;
+      SASL enabled (Dovecot, at 127.0.0.1:`sasl_port`), so that AUTH, or
+      XCLIENT LOGIN=<user>, makes the session authenticated; only an
+      authenticated session may send (any RCPT is refused with 554
+      otherwise); the Received header names the authenticated sender;
+      STARTTLS offered (security level "may") with tls_cert/tls_key.
+    - `relay_port`, for trusted relays such as Dovecot's submission
+      service: mynetworks = 127.0.0.0/8 may send, nobody else; no AUTH, no
+      XCLIENT, no TLS.
+
+    Both announce SIZE `message_size_limit`.  Whatever the recipient
+    domain, an accepted message is delivered (virtual(8), uid `mail`) into
+    one Maildir, `maildir`; read it with messages()/wait_message().  The
+    log (postlogd) is `maillog`, read with log_text()/wait_log().
+
+    Options:
+      - sasl_port: the port of a Dovecot auth inet listener (Dovecot's
+        `auth_inet_port`).  smtpd connects to it per session and exits
+        (fatal) when it cannot, so that Dovecot must run before start();
+        the ports are chosen in the constructor, so a Dovecot can be given
+        `relay_port` and be started first.  None: no SASL, so XCLIENT
+        LOGIN authenticates nobody and nothing can be sent on
+        xclient_port;
+      - tls_cert / tls_key: PEM paths for STARTTLS on xclient_port;
+      - hostname: myhostname (greeting, EHLO, Received);
+      - message_size_limit: bytes (default 20 MiB)."""
+
+    def __init__(self, name, workdir, sasl_port=None, tls_cert=None,
+                 tls_key=None, hostname="mta.test",
+                 message_size_limit=POSTFIX_SIZE_LIMIT):
+        assert bool(tls_cert) == bool(tls_key), "tls needs a cert and a key"
+        self.name = name
+        self.workdir = workdir
+        self.sasl_port = sasl_port
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.hostname = hostname
+        self.message_size_limit = message_size_limit
+        self.xclient_port = free_port()
+        self.relay_port = free_port()
+        self.conf_dir = os.path.join(workdir, "conf")
+        self.queue_dir = os.path.join(workdir, "queue")
+        self.data_dir = os.path.join(workdir, "data")
+        self.mail_root = os.path.join(workdir, "mail")
+        self.maildir = os.path.join(self.mail_root, "inbox")
+        self.log_path = os.path.join(workdir, "maillog")
+        self.master_pid = None
+        self._setup()
+
+    # -- files
+
+    def _setup(self):
+        # Postfix wants its config and queue directories owned by root and
+        # not group/other writable; the data directory owned by mail_owner
+        # (postfix); the workdir traversable by postfix and by mail (the
+        # delivery agent runs as uid 8 and creates the Maildir itself under
+        # a directory that uid owns).
+        for d in (self.workdir, self.conf_dir, self.queue_dir):
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o755)
+        os.makedirs(self.data_dir, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        pw = pwd.getpwnam("postfix")
+        os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+        os.makedirs(self.mail_root, exist_ok=True)
+        os.chmod(self.mail_root, 0o755)
+        os.chown(self.mail_root, MAIL_UID, MAIL_GID)
+        # Catch-all tables: every domain is a virtual mailbox domain and
+        # every address maps to the Maildir "inbox/" (the trailing slash
+        # means Maildir) under virtual_mailbox_base.
+        self._write_conf("all-domains", "/./ OK\n")
+        self._write_conf("all-mailboxes", "/./ inbox/\n")
+        self._write_conf("main.cf", self._main_cf())
+        self._write_conf("master.cf", self._master_cf())
+
+    def _write_conf(self, name, text):
+        path = os.path.join(self.conf_dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+
+    def _main_cf(self):
+        tls = ""
+        if self.tls_cert:
+            tls = ("smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n"
+                   "smtpd_tls_loglevel = 1\n" % (self.tls_cert, self.tls_key))
+        sasl = ""
+        if self.sasl_port:
+            sasl = ("smtpd_sasl_type = dovecot\n"
+                    "smtpd_sasl_path = inet:127.0.0.1:%d\n" % self.sasl_port)
+        return """\
+# Generated by tests/integration/servers.py
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+maillog_file = {log}
+maillog_file_prefixes = {workdir}
+myhostname = {host}
+mydomain = test
+myorigin = $myhostname
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+message_size_limit = {size}
+# Nothing is delivered locally: no aliases, no local(8) domains.
+mydestination =
+alias_maps =
+alias_database =
+relay_domains =
+# Every domain is delivered into one Maildir, as uid/gid mail.
+virtual_mailbox_domains = regexp:{conf}/all-domains
+virtual_mailbox_maps = regexp:{conf}/all-mailboxes
+virtual_mailbox_base = {mail}
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = 1
+# No DNS on loopback tests: the client name (also for XCLIENT ADDR) stays
+# "unknown"; no delay after client errors; no remote delivery at all.
+smtpd_peername_lookup = no
+smtpd_error_sleep_time = 0s
+default_transport = error:remote delivery disabled in the test Postfix
+default_process_limit = 200
+# A daemon that fails at startup (smtpd without its SASL server) is retried
+# after 2 s rather than the default 60 s.
+service_throttle_time = 2s
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+{sasl}{tls}""".format(queue=self.queue_dir, data=self.data_dir,
+                       log=self.log_path, workdir=self.workdir,
+                       host=self.hostname, size=self.message_size_limit,
+                       conf=self.conf_dir, mail=self.mail_root,
+                       uid=MAIL_UID, gid=MAIL_GID, sasl=sasl, tls=tls)
+
+    def _master_cf(self):
+        # -o values may not contain spaces: lists use commas.
+        xclient = [
+            "syslog_name=postfix/xclient",
+            "smtpd_authorized_xclient_hosts=127.0.0.0/8",
+            "smtpd_sasl_auth_enable=%s" % ("yes" if self.sasl_port else "no"),
+            "smtpd_sasl_authenticated_header=yes",
+            "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+            "smtpd_recipient_restrictions=permit_sasl_authenticated,reject",
+            "smtpd_tls_security_level=%s" % ("may" if self.tls_cert
+                                             else "none"),
+        ]
+        relay = [
+            "syslog_name=postfix/relay",
+            "smtpd_relay_restrictions=permit_mynetworks,reject",
+            "smtpd_recipient_restrictions=permit_mynetworks,reject",
+            "smtpd_sasl_auth_enable=no",
+            "smtpd_tls_security_level=none",
+        ]
+
+        def smtpd(port, opts):
+            return "127.0.0.1:%d inet n - n - - smtpd\n" % port + "".join(
+                "  -o %s\n" % o for o in opts)
+
+        # The usual internal services, none chrooted (the queue directory
+        # holds no copies of /etc files).
+        return ("# Generated by tests/integration/servers.py\n"
+                "# service type private unpriv chroot wakeup maxproc "
+                "command\n" +
+                smtpd(self.xclient_port, xclient) +
+                smtpd(self.relay_port, relay) + """\
+pickup     unix  n - n 60    1 pickup
+cleanup    unix  n - n -     0 cleanup
+qmgr       unix  n - n 300   1 qmgr
+tlsmgr     unix  - - n 1000? 1 tlsmgr
+rewrite    unix  - - n -     - trivial-rewrite
+bounce     unix  - - n -     0 bounce
+defer      unix  - - n -     0 bounce
+trace      unix  - - n -     0 bounce
+verify     unix  - - n -     1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -     - proxymap
+proxywrite unix  - - n -     1 proxymap
+smtp       unix  - - n -     - smtp
+relay      unix  - - n -     - smtp
+showq      unix  n - n -     - showq
+error      unix  - - n -     - error
+retry      unix  - - n -     - error
+discard    unix  - - n -     - discard
+virtual    unix  - n n -     - virtual
+anvil      unix  - - n -     1 anvil
+scache     unix  - - n -     1 scache
+postlog    unix-dgram n - n - 1 postlogd
+""")
+
+    # -- process
+
+    def _postfix(self, *args):
+        return run([POSTFIX, "-c", self.conf_dir] + list(args), check=False)
+
+    def start(self, timeout=30):
+        """`postfix start` (which creates the queue directories and checks
+        the installation), then wait until both ports greet with 220."""
+        assert not self.instance_pids(), "postfix %s already runs" % self.name
+        if self.sasl_port and not port_accepts(self.sasl_port):
+            raise RuntimeError(
+                "postfix %s: nothing listens on the SASL port %d (start the "
+                "Dovecot with auth_inet_port first)" % (self.name,
+                                                         self.sasl_port))
+        r = self._postfix("start")
+        if r.returncode != 0:
+            raise RuntimeError("postfix %s did not start (%d):\n%s\n%s" % (
+                self.name, r.returncode, r.stderr.decode(errors="replace"),
+                self.log_text()[-3000:]))
+        with open(os.path.join(self.queue_dir, "pid", "master.pid")) as f:
+            self.master_pid = int(f.read().split()[0])
+        deadline = time.monotonic() + timeout
+        for port in (self.xclient_port, self.relay_port):
+            last = None
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port),
+                                                  timeout=2) as s:
+                        s.settimeout(5)
+                        last = s.recv(4096)
+                        if last.startswith(b"220"):
+                            s.sendall(b"QUIT\r\n")
+                            break
+                except OSError as e:
+                    last = e
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        "postfix %s did not greet on %d: %r\n%s" % (
+                            self.name, port, last, self.log_text()[-3000:]))
+                time.sleep(0.05)
+        return self
+
+    @property
+    def pid(self):
+        return self.master_pid
+
+    def instance_pids(self):
+        """Every live process of this instance: the master and all it
+        spawns carry MAIL_CONFIG=<conf_dir> (set by `postfix -c`, passed on
+        through import_environment)."""
+        return sorted(pids_with_environ("MAIL_CONFIG", self.conf_dir))
+
+    def stop(self, timeout=15):
+        """SIGTERM the master by pid (it terminates its children), wait for
+        all of the instance's processes to exit (SIGKILL the stragglers, by
+        pid).  The master is not our child: `postfix start` daemonizes it."""
+        if self.master_pid and self.master_pid in self.instance_pids():
+            try:
+                os.kill(self.master_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while self.instance_pids():
+            if time.monotonic() > deadline:
+                for pid in self.instance_pids():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                break
+            time.sleep(0.1)
+        self.master_pid = None
+
+    # -- delivered mail
+
+    def _message_files(self):
+        """(mtime_ns, name, path) of every delivered message, oldest first."""
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.maildir, sub)
+            try:
+                names = os.listdir(d)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = os.path.join(d, name)
+                try:
+                    out.append((os.stat(path).st_mtime_ns, name, path))
+                except FileNotFoundError:
+                    pass
+        return sorted(out)
+
+    def message_mark(self):
+        """The set of messages delivered so far, for messages(since=...)."""
+        return frozenset(name for _, name, _ in self._message_files())
+
+    def messages(self, since=frozenset()):
+        """Every delivered message not in the mark `since`, oldest first, as
+        stored (bytes, LF line ends, with the Return-Path, Delivered-To and
+        Received headers Postfix added)."""
+        out = []
+        for _, name, path in self._message_files():
+            if name in since:
+                continue
+            with open(path, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def wait_message(self, match, since=frozenset(), timeout=10):
+        """Wait for a delivered message (not in the mark `since`) that
+        contains `match` (bytes or str) or for which `match(data)` is true;
+        returns it."""
+        if isinstance(match, str):
+            match = match.encode()
+        if isinstance(match, bytes):
+            needle = match
+            match = lambda data: needle in data  # noqa: E731
         deadline = time.monotonic() + timeout
         while True:
-            m = rx.search(self.log_since(since))
-            if m:
-                return m
+            for data in self.messages(since):
+                if match(data):
+                    return data
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    "no %r in %s log after %ds:\n%s" % (
-                        pattern, self.name, timeout,
-                        self.log_since(since)[-3000:]))
-            time.sleep(0.1)
+                    "no matching message in %s after %ds (%d new); log:\n%s"
+                    % (self.maildir, timeout, len(self.messages(since)),
+                       self.log_text()[-3000:]))
+            time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------
@@ -856,7 +1280,8 @@ def logfmt_events(text, **match):
 
 
 LISTENER_KEYS = ("imaps", "starttls_req", "starttls", "plain",
-                 "pop3s", "pop3_starttls_req", "pop3")
+                 "pop3s", "pop3_starttls_req", "pop3",
+                 "smtps", "submission_req", "submission")
 
 
 class Postern:
@@ -901,6 +1326,21 @@ class Postern:
     @property
     def pop3_port(self):
         return self.ports["pop3"]
+
+    @property
+    def smtps_port(self):
+        """Submission, implicit TLS (465-style)."""
+        return self.ports["smtps"]
+
+    @property
+    def submission_req_port(self):
+        """Submission, STARTTLS required (587-style)."""
+        return self.ports["submission_req"]
+
+    @property
+    def submission_port(self):
+        """Submission, plaintext allowed (tls = "none")."""
+        return self.ports["submission"]
 
     @property
     def pid(self):

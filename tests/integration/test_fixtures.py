@@ -1,14 +1,17 @@
 """Tests of the harness itself: the Dovecot backends work when spoken to
 directly, hold the right messages, honour forwarded client addresses, see
-deliveries during IDLE and carry 200 concurrent sessions; the certificates,
-the users file and the libconfig writer are what Postern will be given.
-Nothing here needs the Postern binary."""
+deliveries during IDLE and carry 200 concurrent sessions; the Postfix SMTP
+backend takes mail only from XCLIENT-LOGIN'ed or authenticated sessions and
+delivers it where tests can read it, and the Dovecots' submission service
+relays to it; the certificates, the users file and the libconfig writer are
+what Postern will be given.  Nothing here needs the Postern binary."""
 
 import base64
 import hashlib
 import imaplib
 import os
 import re
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -454,3 +457,225 @@ def test_curl_pop3_direct(backends, users, extra):
     r = curl("-u", "bob:wrong", "pop3://127.0.0.1:%d/" % backends[
         "mbox-b"].pop3_port)
     assert r.returncode == 67, (r.returncode, r.stderr)
+
+
+# --------------------------------------------------------------------------
+# Postfix and Dovecot submission (SMTP backends)
+
+
+def smtp_message(tag, sender, to):
+    """A message whose Message-ID and Subject carry a unique tag (to find it
+    among everything Postfix has delivered) and its Message-ID."""
+    msgid = "<%s.%s@postern.test>" % (tag, os.urandom(6).hex())
+    return servers.make_message("smtp %s" % tag, "Sent by %s.\n" % tag,
+                                sender=sender, to=to, msgid=msgid), msgid
+
+
+def received_headers(data):
+    """The Received headers of a stored message, unfolded, in order."""
+    head = data.split(b"\n\n", 1)[0].decode("utf-8", errors="replace")
+    head = re.sub(r"\r?\n[ \t]+", " ", head)
+    return [line for line in head.splitlines()
+            if line.lower().startswith("received:")]
+
+
+def ehlo_keywords(smtp):
+    code, _ = smtp.ehlo()
+    assert code == 250
+    return smtp.esmtp_features
+
+
+def test_postfix_xclient_port_ehlo_and_starttls(postfix, ssl_ctx):
+    s = smtplib.SMTP("127.0.0.1", postfix.xclient_port, timeout=20)
+    try:
+        features = ehlo_keywords(s)
+        assert features.get("size") == "20971520", features
+        assert "xclient" in features, features
+        assert "LOGIN" in features["xclient"].split(), features
+        assert "starttls" in features, features
+        # STARTTLS with the test certificate (trusted via the test CA)
+        code, _ = s.starttls(context=ssl_ctx)
+        assert code == 220
+        cert = s.sock.getpeercert()
+        assert dict(x[0] for x in cert["subject"])["commonName"] == \
+            "localhost"
+        features = ehlo_keywords(s)
+        assert "starttls" not in features
+        assert features.get("size") == "20971520"
+    finally:
+        s.quit()
+
+
+def test_postfix_refuses_unauthenticated_sender(postfix):
+    """Without XCLIENT LOGIN or AUTH nobody may send on the xclient port,
+    not even from loopback (permit_mynetworks is not in its restrictions),
+    whatever the recipient domain."""
+    mark = postfix.log_mark()
+    before = postfix.message_mark()
+    data, msgid = smtp_message("unauth", "mallory@example.org",
+                               "alice@example.test")
+    s = smtplib.SMTP("127.0.0.1", postfix.xclient_port, timeout=20)
+    try:
+        s.ehlo()
+        for rcpt in ("alice@example.test", "someone@elsewhere.example"):
+            code, _ = s.mail("mallory@example.org")
+            assert code == 250
+            code, msg = s.rcpt(rcpt)
+            assert code == 554 and b"Access denied" in msg, (code, msg)
+            s.rset()
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            s.sendmail("mallory@example.org", ["alice@example.test"], data)
+    finally:
+        s.quit()
+    postfix.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]"
+                     r": 554 5\.7\.1 <alice@example\.test>", since=mark)
+    postfix.wait_log(r"disconnect from unknown\[127\.0\.0\.1\]", since=mark)
+    assert not [m for m in postfix.messages(before) if msgid.encode() in m]
+
+
+def test_postfix_xclient_login_sends_as_user(postfix, users):
+    """XCLIENT ADDR/PORT/HELO/LOGIN (what Postern sends) from loopback:
+    Postfix greets again (220), then the session counts as the user's
+    (sasl_method=XCLIENT) and from the given address; the message is
+    delivered with both in its Received header."""
+    u = users["heidi"]
+    mark = postfix.log_mark()
+    before = postfix.message_mark()
+    data, msgid = smtp_message("xclient", "heidi@example.test",
+                               "bob@example.test")
+    s = smtplib.SMTP("127.0.0.1", postfix.xclient_port, timeout=20)
+    try:
+        s.ehlo()
+        code, msg = s.docmd("XCLIENT", "ADDR=192.0.2.7 PORT=4242 "
+                            "HELO=client.test LOGIN=%s" % u.name)
+        assert code == 220 and b"mta.test" in msg, (code, msg)
+        # the session starts over: EHLO again, as the client would (its
+        # name replaces XCLIENT's HELO=, so give the same one)
+        code, _ = s.ehlo("client.test")
+        assert code == 250
+        assert s.esmtp_features.get("size") == "20971520"
+        refused = s.sendmail("heidi@example.test",
+                             ["bob@example.test", "zed@other.example"], data)
+        assert refused == {}
+    finally:
+        s.quit()
+    stored = postfix.wait_message(msgid, since=before)
+    received = received_headers(stored)
+    assert received, stored
+    top = received[0]
+    assert "(Authenticated sender: %s)" % u.name in top, top
+    assert top.startswith("Received: from client.test (unknown "
+                          "[192.0.2.7])"), top
+    assert "by mta.test (Postfix) with ESMTPA" in top, top
+    # one copy per recipient, each the message as sent after the headers
+    copies = [m for m in postfix.messages(before) if msgid.encode() in m]
+    deadline = time.monotonic() + 10
+    while len(copies) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        copies = [m for m in postfix.messages(before) if msgid.encode() in m]
+    assert sorted(re.search(rb"Delivered-To: (\S+)", m).group(1)
+                  for m in copies) == [b"bob@example.test",
+                                       b"zed@other.example"]
+    body = data.replace(b"\r\n", b"\n")
+    assert all(m.endswith(body) for m in copies)
+    postfix.wait_log(r"client=unknown\[192\.0\.2\.7\], "
+                     r"sasl_method=XCLIENT, sasl_username=%s\n" % u.name,
+                     since=mark)
+
+
+def test_postfix_sasl_auth_via_dovecot(postfix, users):
+    """AUTH PLAIN on the xclient port is checked by mbox-a's auth service:
+    the right password gives 235 and may send, a wrong one 535."""
+    u = users["carol"]
+    before = postfix.message_mark()
+    data, msgid = smtp_message("sasl", "carol@example.test",
+                               "dave@example.test")
+    s = smtplib.SMTP("127.0.0.1", postfix.xclient_port, timeout=20)
+    try:
+        s.ehlo()
+        s.user, s.password = u.name, u.password + "x"
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            s.auth("PLAIN", s.auth_plain)
+        assert e.value.smtp_code == 535
+        s.password = u.password
+        code, _ = s.auth("PLAIN", s.auth_plain)
+        assert code == 235
+        assert s.sendmail("carol@example.test", ["dave@example.test"],
+                          data) == {}
+    finally:
+        s.quit()
+    top = received_headers(postfix.wait_message(msgid, since=before))[0]
+    assert "(Authenticated sender: carol)" in top, top
+
+
+@pytest.mark.parametrize("host", ["mbox-a", "mbox-b"])
+def test_dovecot_submission_relays_to_postfix(backends, postfix, users,
+                                              host):
+    """Dovecot's submission service: AUTH PLAIN against its passwd-file
+    (235), then it relays the message to Postfix's relay port, which
+    delivers it."""
+    d = backends[host]
+    u = users["alice"]
+    before = postfix.message_mark()
+    data, msgid = smtp_message("submission-" + host, "alice@example.test",
+                               "bob@example.test")
+    s = smtplib.SMTP("127.0.0.1", d.submission_port, timeout=20)
+    try:
+        features = ehlo_keywords(s)
+        assert "PLAIN" in features.get("auth", "").split(), features
+        s.user, s.password = u.name, u.password
+        code, _ = s.auth("PLAIN", s.auth_plain)
+        assert code == 235
+        assert s.sendmail("alice@example.test", ["bob@example.test"],
+                          data) == {}
+    finally:
+        s.quit()
+    stored = postfix.wait_message(msgid, since=before)
+    received = received_headers(stored)
+    # Postfix's (from the relay) above Dovecot's (from the user)
+    assert "by mta.test (Postfix) with ESMTP " in received[0], received
+    assert "by %s with ESMTPA" % host in received[1], received
+    assert b"Delivered-To: bob@example.test\n" in stored
+
+
+def test_dovecot_submission_wrong_password(mbox_a, users):
+    u = users["bob"]
+    s = smtplib.SMTP("127.0.0.1", mbox_a.submission_port, timeout=20)
+    try:
+        s.ehlo()
+        s.user, s.password = u.name, u.password + "x"
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            s.auth("PLAIN", s.auth_plain)
+        assert e.value.smtp_code == 535
+    finally:
+        s.quit()
+
+
+def test_private_postfix_stops_without_leftovers(workroot):
+    """A Postfix of its own (no SASL, no TLS) starts, delivers what loopback
+    relays to it, and stops by pid with every process gone; on its xclient
+    port XCLIENT LOGIN authenticates nobody without SASL."""
+    pf = servers.Postfix("private-postfix",
+                         os.path.join(workroot, "private-postfix"))
+    try:
+        pf.start()
+        assert pf.pid in pf.instance_pids()
+        data, msgid = smtp_message("private", "a@example.test",
+                                   "b@example.test")
+        with smtplib.SMTP("127.0.0.1", pf.relay_port, timeout=20) as s:
+            assert "xclient" not in ehlo_keywords(s)
+            assert "auth" not in s.esmtp_features
+            assert s.sendmail("a@example.test", ["b@example.test"],
+                              data) == {}
+        assert b"Delivered-To: b@example.test" in pf.wait_message(msgid)
+        with smtplib.SMTP("127.0.0.1", pf.xclient_port, timeout=20) as s:
+            s.ehlo()
+            assert s.docmd("XCLIENT", "LOGIN=alice")[0] == 220
+            s.ehlo()
+            s.mail("alice@example.test")
+            assert s.rcpt("b@example.test")[0] == 554
+    finally:
+        pf.stop()
+    assert pf.instance_pids() == []
+    for port in (pf.xclient_port, pf.relay_port):
+        assert not servers.port_accepts(port)
