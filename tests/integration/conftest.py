@@ -201,6 +201,76 @@ def tap_factory():
 
 
 # --------------------------------------------------------------------------
+# OpenLDAP
+
+
+LDAP_SERVICE_PASSWORD = "postern-Service1"
+
+
+@pytest.fixture(scope="session")
+def slapd(workroot, all_users, certs):
+    """The session's started servers.Slapd (only started when a test asks
+    for it): ldap://127.0.0.1:PORT/ (.uri, StartTLS) and
+    ldaps://127.0.0.1:TLSPORT/ (.ldaps_uri) with the test CA's localhost
+    certificate; suffix .base_dn dc=example,dc=test; service account
+    .service_dn / .service_password; one uid=<name>,ou=people entry per
+    user of all_users (mailHost = user.host, userPassword {CRYPT}$6$...)
+    plus "nopass", the two "twin"s and "hostport" (see servers.Slapd).
+    Tests that pause() it must resume() it.  Stopped at the end of the
+    session, with a leftover-process check."""
+    s = servers.Slapd("slapd", os.path.join(workroot, "slapd"), all_users,
+                      certs=certs, service_password=LDAP_SERVICE_PASSWORD)
+    try:
+        yield s.start()
+    finally:
+        s.stop()
+        leftovers = s.instance_pids()
+        assert not leftovers, "slapd processes left behind: %r" % leftovers
+
+
+_private_slapd_seq = itertools.count(1)
+
+
+@pytest.fixture
+def private_slapd(workroot, all_users, certs):
+    """Factory for a slapd owned by one test (which may pause, stop or
+    kill it): private_slapd(users=None, start=True, **options) -> a
+    servers.Slapd (started unless start=False) with all_users (or users)
+    and the test certificates; options go to servers.Slapd
+    (extra_entries, hostport_port, require_tls, service_password).
+    Stopped afterwards, with a leftover-process check."""
+    made = []
+
+    def factory(users=None, start=True, **options):
+        n = next(_private_slapd_seq)
+        options.setdefault("service_password", LDAP_SERVICE_PASSWORD)
+        s = servers.Slapd("slapd-private%d" % n,
+                          os.path.join(workroot, "slapd-private%d" % n),
+                          all_users if users is None else users,
+                          certs=certs, **options)
+        made.append(s)
+        return s.start() if start else s
+
+    yield factory
+    problems = []
+    for s in made:
+        try:
+            s.stop()  # raises when a process of it is left
+        except AssertionError as e:
+            problems.append(str(e))
+    assert not problems, "; ".join(problems)
+
+
+@pytest.fixture
+def stalled_server():
+    """A started servers.StalledServer (accepts TCP on .port, never
+    answers: a hanging LDAP server or backend); stopped after the test."""
+    s = servers.StalledServer().start()
+    yield s
+    s.stop()
+
+
+# --------------------------------------------------------------------------
 # Postern
 
 

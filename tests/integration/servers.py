@@ -1,6 +1,6 @@
 """Real servers for the integration tests: certificates, Dovecot backends,
-a Postfix SMTP backend, the Postern users file and the Postern process
-itself.
+a Postfix SMTP backend, an OpenLDAP directory (slapd), a server that never
+answers, the Postern users file and the Postern process itself.
 
 Everything runs on loopback, on free ports, inside one temporary directory
 per test session.  Processes are started and stopped by pid, never by name.
@@ -1052,6 +1052,535 @@ postlog    unix-dgram n - n - 1 postlogd
 
 
 # --------------------------------------------------------------------------
+# OpenLDAP (slapd)
+
+
+SLAPD = "/usr/sbin/slapd"
+SLAPADD = "/usr/sbin/slapadd"
+LDAP_SCHEMA_DIR = "/etc/ldap/schema"
+LDAP_SCHEMAS = ("core", "cosine", "inetorgperson", "nis", "misc")
+LDAP_MODULE_DIR = "/usr/lib/ldap"
+LDAP_BASE_DN = "dc=example,dc=test"
+LDAP_MAIL_DOMAIN = "example.test"
+# ldapwhoami/ldapsearch exit with the LDAP result code; 255 is -1
+# (LDAP_SERVER_DOWN: can't contact the server).
+LDAP_SUCCESS = 0
+LDAP_CONFIDENTIALITY_REQUIRED = 13
+LDAP_INSUFFICIENT_ACCESS = 50
+LDAP_INVALID_CREDENTIALS = 49
+LDAP_UNWILLING_TO_PERFORM = 53
+LDAP_SERVER_DOWN = 255
+
+
+def ldap_person(uid, password=None, mail_host=None, ou="people",
+                base_dn=LDAP_BASE_DN, **attrs):
+    """An entry dict for Slapd(extra_entries=[...]):
+    uid=<uid>,ou=<ou>,<base_dn>, objectClass inetOrgPerson +
+    inetLocalMailRecipient, cn/sn <uid>, mail <uid>@example.test, mailHost
+    when given, userPassword {CRYPT}<sha512-crypt of password> when a
+    password is given (None: no userPassword at all).  attrs add or
+    replace attributes (a list for several values, None drops one)."""
+    entry = {
+        "dn": "uid=%s,ou=%s,%s" % (uid, ou, base_dn),
+        "objectClass": ["inetOrgPerson", "inetLocalMailRecipient"],
+        "uid": uid,
+        "cn": uid,
+        "sn": uid,
+        "mail": "%s@%s" % (uid, LDAP_MAIL_DOMAIN),
+    }
+    if mail_host is not None:
+        entry["mailHost"] = mail_host
+    if password is not None:
+        entry["password"] = password
+    for k, v in attrs.items():
+        if v is None:
+            entry.pop(k, None)
+        else:
+            entry[k] = v
+    return entry
+
+
+def _ldif_line(attr, value):
+    """One LDIF attribute line (RFC 2849): base64 ("attr:: ...") unless the
+    value is a SAFE-STRING (ASCII, no NUL/CR/LF, no leading space, colon or
+    '<', no trailing space)."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    safe = (all(0 < b < 0x80 and b not in (0x0a, 0x0d) for b in value)
+            and not value[:1] in (b" ", b":", b"<")
+            and not value.endswith(b" "))
+    if safe:
+        return "%s: %s" % (attr, value.decode("ascii"))
+    return "%s:: %s" % (attr, base64.b64encode(value).decode("ascii"))
+
+
+def ldif_entry(entry):
+    """LDIF text of one entry dict {"dn": ..., attr: value or [values]}."""
+    lines = [_ldif_line("dn", entry["dn"])]
+    for attr, values in entry.items():
+        if attr == "dn":
+            continue
+        if not isinstance(values, (list, tuple)):
+            values = [values]
+        for v in values:
+            lines.append(_ldif_line(attr, v))
+    return "\n".join(lines) + "\n"
+
+
+def parse_ldif(text):
+    """Entries of LDIF text (ldapsearch -LLL output) as a list of dicts
+    {"dn": dn, attr: [values]}: base64 values ("attr:: ...") decoded as
+    UTF-8 (undecodable ones stay bytes), folded lines joined, attribute
+    names as printed."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(" ") and lines:
+            lines[-1] += line[1:]
+        else:
+            lines.append(line)
+    entries, cur = [], None
+    for line in lines + [""]:
+        if not line.strip():
+            if cur:
+                entries.append(cur)
+            cur = None
+            continue
+        if line.startswith("#") or ":" not in line:
+            continue
+        attr, _, value = line.partition(":")
+        if value.startswith(":"):
+            raw_value = base64.b64decode(value[1:].strip())
+            try:
+                value = raw_value.decode("utf-8")
+            except UnicodeDecodeError:
+                value = raw_value
+        else:
+            value = value.lstrip(" ")
+        if attr == "dn":
+            cur = {"dn": value}
+        elif cur is not None:
+            cur.setdefault(attr, []).append(value)
+    return entries
+
+
+def normalize_dn(dn):
+    """A DN for comparison: lower case, no spaces around , = and +."""
+    return re.sub(r"\s*([,=+])\s*", r"\1", dn.strip()).lower()
+
+
+class Slapd(LogFile):
+    """One private OpenLDAP server: its own slapd.conf (not cn=config),
+    back-mdb database, pid/args files and log in `workdir`, run as root in
+    the foreground (`slapd -d stats`) with its stderr as the log file, so
+    every connection, BIND (with its DN), SRCH (with base and filter) and
+    RESULT line is there to read (log_text(), log_mark()/log_since(),
+    wait_log(), binds(), bind_results(), searches(), search_log()).
+
+    Listens on `uri` = ldap://127.0.0.1:<port>/ (StartTLS offered when
+    `certs` is given) and, with certs, `ldaps_uri` =
+    ldaps://127.0.0.1:<tls_port>/ with certs["server_cert"] (CN=localhost,
+    SAN IP:127.0.0.1) signed by certs["ca"].
+
+    Directory (suffix `base_dn` = dc=example,dc=test), loaded with slapadd
+    when the object is made (restarts keep it):
+      - ou=people, ou=services, ou=staff;
+      - `service_dn` cn=postern,ou=services,... (password
+        `service_password`): may read everything, userPassword included;
+      - per user u (servers.User): uid=<u.name>,ou=people,... with
+        objectClass inetOrgPerson + inetLocalMailRecipient, cn, sn, uid,
+        mail <name>@example.test, mailHost <u.host> (absent when None),
+        userPassword {CRYPT}<sha512-crypt hash>;
+      - "nopass": uid=nopass,ou=people (mailHost mbox-a) with no
+        userPassword at all (`nopass_dn`);
+      - "twin" twice: uid=twin,ou=people (mailHost mbox-a, password
+        TWIN_PASSWORDS[0]) and uid=twin,ou=staff (mailHost mbox-b,
+        TWIN_PASSWORDS[1]) (`twin_dns`): a subtree search for uid=twin
+        finds two entries;
+      - "hostport": uid=hostport,ou=people with mailHost
+        "127.0.0.1:<hostport_port>" (a host:port value; the port is
+        `hostport_port`, by default a port nothing listens on) and password
+        HOSTPORT_PASSWORD (`hostport_user`, a servers.User);
+      - extra_entries: a list of entry dicts {"dn": ..., attr: value or
+        [values], "password": plain} (see ldap_person(); "password" becomes
+        userPassword {CRYPT}<sha512-crypt>); a missing ou=X parent is made.
+    ACLs: the service account reads everything; anonymous may only
+    authenticate (bind) and reads nothing (an anonymous search ends with
+    insufficientAccess, 50); a bound user reads nothing either.  A simple
+    bind with a DN and an empty password is an unauthenticated bind, which
+    slapd refuses (unwillingToPerform, 53).  `root_dn`/`root_password`: the
+    database's rootdn.
+
+    Options: require_tls: `security tls=1` (every operation but StartTLS
+    needs TLS: a bind in clear gets confidentialityRequired, 13).
+
+    Process: start(timeout) (until ldapwhoami answers), stop() (SIGTERM by
+    pid, SIGKILL fallback, then no process of this slapd.conf may be left),
+    restart(), pause()/resume() (SIGSTOP/SIGCONT: the kernel still accepts
+    connections, nothing answers), instance_pids().  Clients:
+    client_env(), whoami(), search()."""
+
+    TWIN_PASSWORDS = ("twin-People1", "twin-Staff2")
+    HOSTPORT_PASSWORD = "hostport-Secret1"
+
+    _BIND_RX = re.compile(
+        r'conn=(\d+) op=(\d+) BIND dn="(.*)" method=(\d+)\s*$')
+    _BIND_MECH_RX = re.compile(
+        r'conn=(\d+) op=(\d+) BIND dn="(.*)" mech=(\S+) bind_ssf=(\d+) '
+        r'ssf=(\d+)')
+    _RESULT_RX = re.compile(r'conn=(\d+) op=(\d+) RESULT tag=97 err=(\d+)')
+    _SRCH_RX = re.compile(
+        r'conn=(\d+) op=(\d+) SRCH base="(.*)" scope=(\d+) deref=(\d+) '
+        r'filter="(.*)"\s*$')
+
+    def __init__(self, name, workdir, users, certs=None,
+                 service_password="postern-Service1", extra_entries=None,
+                 hostport_port=None, require_tls=False):
+        self.name = name
+        self.workdir = workdir
+        self.users = list(users)
+        self.certs = certs
+        self.require_tls = require_tls
+        assert not require_tls or certs, "require_tls needs certs"
+        self.base_dn = LDAP_BASE_DN
+        self.people_dn = "ou=people," + self.base_dn
+        self.service_dn = "cn=postern,ou=services," + self.base_dn
+        self.service_password = service_password
+        self.root_dn = "cn=admin," + self.base_dn
+        self.root_password = "admin-Secret1"
+        self.port = free_port()
+        self.tls_port = free_port() if certs else None
+        self.hostport_port = hostport_port or closed_port()
+        self.hostport_user = User("hostport", self.HOSTPORT_PASSWORD,
+                                  "127.0.0.1:%d" % self.hostport_port)
+        self.nopass_dn = self.user_dn("nopass")
+        self.twin_dns = (self.user_dn("twin"), self.user_dn("twin", "staff"))
+        self.extra_entries = [dict(e) for e in (extra_entries or [])]
+        self.conf_path = os.path.join(workdir, "slapd.conf")
+        self.ldif_path = os.path.join(workdir, "entries.ldif")
+        self.db_dir = os.path.join(workdir, "db")
+        self.log_path = os.path.join(workdir, "slapd.log")
+        self.pid_path = os.path.join(workdir, "slapd.pid")
+        self.args_path = os.path.join(workdir, "slapd.args")
+        self.proc = None
+        self.paused = False
+        self._setup()
+
+    # -- names
+
+    @property
+    def uri(self):
+        return "ldap://127.0.0.1:%d/" % self.port
+
+    @property
+    def ldaps_uri(self):
+        return ("ldaps://127.0.0.1:%d/" % self.tls_port
+                if self.tls_port else None)
+
+    def user_dn(self, name, ou="people"):
+        return "uid=%s,ou=%s,%s" % (name, ou, self.base_dn)
+
+    # -- files
+
+    def entries(self):
+        """Every entry loaded (dicts, "password" still in clear)."""
+        base = self.base_dn
+        out = [
+            {"dn": base, "objectClass": ["dcObject", "organization"],
+             "dc": base.split(",")[0].split("=")[1], "o": "Postern Test"},
+        ]
+        for ou in ("people", "services", "staff"):
+            out.append({"dn": "ou=%s,%s" % (ou, base),
+                        "objectClass": "organizationalUnit", "ou": ou})
+        out.append({"dn": self.service_dn,
+                    "objectClass": ["organizationalRole",
+                                    "simpleSecurityObject"],
+                    "cn": "postern",
+                    "description": "Postern's service account",
+                    "password": self.service_password})
+        for u in self.users:
+            out.append(ldap_person(u.name, u.password, u.host))
+        out.append(ldap_person("nopass", None, "mbox-a"))
+        out.append(ldap_person("twin", self.TWIN_PASSWORDS[0], "mbox-a"))
+        out.append(ldap_person("twin", self.TWIN_PASSWORDS[1], "mbox-b",
+                               ou="staff"))
+        out.append(ldap_person("hostport", self.HOSTPORT_PASSWORD,
+                               self.hostport_user.host))
+        known = {normalize_dn(e["dn"]) for e in out}
+        for e in self.extra_entries:
+            parent = e["dn"].split(",", 1)[1] if "," in e["dn"] else ""
+            if (parent.lower().startswith("ou=")
+                    and normalize_dn(parent) not in known):
+                ou = parent.split(",")[0].split("=", 1)[1]
+                out.append({"dn": parent,
+                            "objectClass": "organizationalUnit", "ou": ou})
+                known.add(normalize_dn(parent))
+            out.append(e)
+            known.add(normalize_dn(e["dn"]))
+        return out
+
+    def _config(self):
+        lines = ["# Generated by tests/integration/servers.py"]
+        lines += ["include %s/%s.schema" % (LDAP_SCHEMA_DIR, s)
+                  for s in LDAP_SCHEMAS]
+        lines += [
+            "pidfile %s" % self.pid_path,
+            "argsfile %s" % self.args_path,
+            "modulepath %s" % LDAP_MODULE_DIR,
+            "moduleload back_mdb",
+            # Stats lines go to stderr (-d stats), i.e. the log file; a
+            # syslog loglevel would send each of them to the host's syslog
+            # as well.
+            "loglevel 0",
+        ]
+        if self.certs:
+            lines += [
+                "TLSCACertificateFile %s" % self.certs["ca"],
+                "TLSCertificateFile %s" % self.certs["server_cert"],
+                "TLSCertificateKeyFile %s" % self.certs["server_key"],
+            ]
+        if self.require_tls:
+            lines.append("security tls=1")
+        svc = self.service_dn
+        lines += [
+            "",
+            "database mdb",
+            'suffix "%s"' % self.base_dn,
+            'rootdn "%s"' % self.root_dn,
+            "rootpw %s" % self.root_password,
+            "directory %s" % self.db_dir,
+            "maxsize 67108864",
+            "index objectClass eq",
+            "index uid eq",
+            "index mail eq",
+            "access to attrs=userPassword",
+            '  by dn.exact="%s" read' % svc,
+            "  by anonymous auth",
+            "  by * none",
+            "access to *",
+            '  by dn.exact="%s" read' % svc,
+            "  by anonymous auth",
+            "  by * none",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _setup(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        os.makedirs(self.db_dir, exist_ok=True)
+        os.chmod(self.db_dir, 0o700)
+        with open(self.conf_path, "w") as f:
+            f.write(self._config())
+        entries = self.entries()
+        clear = [e["password"] for e in entries if "password" in e]
+        unique = sorted(set(clear))
+        hashes = dict(zip(unique, crypt_sha512(unique)))
+        blocks = []
+        for e in entries:
+            e = dict(e)
+            if "password" in e:
+                e["userPassword"] = "{CRYPT}" + hashes[e.pop("password")]
+            blocks.append(ldif_entry(e))
+        with open(self.ldif_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(blocks))
+        r = run([SLAPADD, "-q", "-f", self.conf_path, "-l", self.ldif_path],
+                check=False)
+        if r.returncode != 0:
+            raise RuntimeError("slapadd for %s failed (%d):\n%s" % (
+                self.name, r.returncode, r.stderr.decode(errors="replace")))
+
+    # -- process
+
+    def instance_pids(self):
+        """Live slapd processes of this instance (command line names our
+        slapd.conf)."""
+        return sorted(pid for pid in pids_matching(self.conf_path)
+                      if pid != os.getpid())
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def client_env(self):
+        """Environment for ldap-utils clients: trust the test CA only."""
+        env = dict(os.environ)
+        if self.certs:
+            env["LDAPTLS_CACERT"] = self.certs["ca"]
+        env["LDAPTLS_REQCERT"] = "demand"
+        return env
+
+    def start(self, timeout=20):
+        assert self.proc is None or self.proc.poll() is not None
+        left = self.instance_pids()
+        assert not left, "slapd %s already runs: %r" % (self.name, left)
+        try:
+            os.unlink(self.pid_path)
+        except FileNotFoundError:
+            pass
+        urls = self.uri + (" " + self.ldaps_uri if self.tls_port else "")
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [SLAPD, "-f", self.conf_path, "-h", urls, "-d", "stats"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                cwd=self.workdir)
+        finally:
+            logf.close()
+        self.paused = False
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("slapd %s exited with %s:\n%s" % (
+                    self.name, self.proc.returncode, self.log_text()[-3000:]))
+            r = self.whoami(starttls=self.require_tls, timeout=5)
+            if r.returncode == 0 and (not self.tls_port
+                                      or port_accepts(self.tls_port)):
+                return self
+            last = r
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    "slapd %s did not answer on %d: %r\n%s" % (
+                        self.name, self.port, last, self.log_text()[-3000:]))
+            time.sleep(0.1)
+
+    def stop(self, timeout=15):
+        """SIGTERM by pid (after SIGCONT when paused), wait; SIGKILL after
+        `timeout`; then no process of this instance may be left."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.paused:
+                self.resume()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.paused = False
+        deadline = time.monotonic() + 5
+        while self.instance_pids():
+            if time.monotonic() > deadline:
+                for pid in self.instance_pids():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                break
+            time.sleep(0.1)
+        left = self.instance_pids()
+        assert not left, "slapd %s processes left: %r" % (self.name, left)
+
+    def restart(self, timeout=20):
+        self.stop()
+        return self.start(timeout)
+
+    def pause(self):
+        """SIGSTOP: connections are still accepted by the kernel (listen
+        backlog) but nothing is ever answered until resume()."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- clients (ldap-utils)
+
+    def _client(self, prog, args, dn, password, uri, starttls, timeout):
+        cmd = [prog, "-x", "-H", uri or self.uri, "-o", "nettimeout=5"]
+        if starttls:
+            cmd.append("-ZZ")
+        if dn is not None:
+            cmd += ["-D", dn]
+        if password is not None:
+            cmd += ["-w", password.encode("utf-8")
+                    if isinstance(password, str) else password]
+        return subprocess.run(cmd + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=self.client_env(),
+                              timeout=timeout)
+
+    def whoami(self, dn=None, password=None, uri=None, starttls=False,
+               timeout=10):
+        """ldapwhoami -x (anonymous without dn); CompletedProcess with the
+        LDAP result code as returncode and "dn:<dn>" or "anonymous" on
+        stdout.  Raises subprocess.TimeoutExpired after `timeout`."""
+        return self._client("ldapwhoami", [], dn, password, uri, starttls,
+                            timeout)
+
+    def search(self, filt, attrs=(), dn=None, password=None, base=None,
+               uri=None, starttls=False, timeout=10, anonymous=False):
+        """ldapsearch -LLL (as the service account unless dn/anonymous) for
+        filt under base (default base_dn); CompletedProcess (LDIF on
+        stdout)."""
+        if dn is None and not anonymous:
+            dn, password = self.service_dn, self.service_password
+        args = ["-LLL", "-o", "ldif-wrap=no", "-b", base or self.base_dn,
+                filt] + list(attrs)
+        return self._client("ldapsearch", args, dn, password, uri, starttls,
+                            timeout)
+
+    # -- log
+
+    def bind_results(self, dn=None, since=0, settle=5):
+        """Simple BINDs logged since the mark, oldest first, as dicts
+        {conn, op, dn, err, ssf}: err is the LDAP result code (None when no
+        RESULT line came within `settle` seconds: slapd logs RESULT just
+        after sending it), ssf the connection's security strength factor
+        (0 in clear, 256 over TLS; only logged for successful binds).  With
+        dn, only binds for that DN (compared case-insensitively)."""
+        want = normalize_dn(dn) if dn is not None else None
+        deadline = time.monotonic() + settle
+        while True:
+            binds, results, ssfs = [], {}, {}
+            for line in self.log_since(since).splitlines():
+                m = self._BIND_RX.search(line)
+                if m:
+                    if m.group(4) == "128" and (
+                            want is None or normalize_dn(m.group(3)) == want):
+                        binds.append(((m.group(1), m.group(2)), m.group(3)))
+                    continue
+                m = self._BIND_MECH_RX.search(line)
+                if m:
+                    ssfs[(m.group(1), m.group(2))] = int(m.group(6))
+                    continue
+                m = self._RESULT_RX.search(line)
+                if m:
+                    results[(m.group(1), m.group(2))] = int(m.group(3))
+            pending = [k for k, _ in binds if k not in results]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return [{"conn": int(k[0]), "op": int(k[1]), "dn": d,
+                 "err": results.get(k), "ssf": ssfs.get(k)}
+                for k, d in binds]
+
+    def binds(self, dn, since=0):
+        """How many simple BINDs as dn succeeded (err=0) since the mark."""
+        return sum(1 for b in self.bind_results(dn, since) if b["err"] == 0)
+
+    def search_log(self, since=0):
+        """SRCH requests logged since the mark, as dicts {conn, op, base,
+        scope, filter} (filter as slapd normalized it, e.g. with special
+        characters escaped as \\2a)."""
+        out = []
+        for line in self.log_since(since).splitlines():
+            m = self._SRCH_RX.search(line)
+            if m:
+                out.append({"conn": int(m.group(1)), "op": int(m.group(2)),
+                            "base": m.group(3), "scope": int(m.group(4)),
+                            "filter": m.group(6)})
+        return out
+
+    def searches(self, since=0):
+        """How many SRCH requests were logged since the mark."""
+        return len(self.search_log(since))
+
+
+# --------------------------------------------------------------------------
 # A recording TCP relay
 
 
@@ -1151,6 +1680,93 @@ class Tap:
             except OSError:
                 pass
             sk.close()
+        for t in self._threads:
+            t.join(5)
+
+
+# --------------------------------------------------------------------------
+# A server that never answers
+
+
+class StalledServer:
+    """A TCP listener on 127.0.0.1:<port> that accepts every connection,
+    reads (and records) what the client sends and never writes a byte: a
+    directory or backend that hangs.  start() returns self; stop() closes
+    the listener and every accepted connection."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._conns = []
+        self._received = []
+        self._threads = []
+        self._stopping = False
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self.port = self._listener.getsockname()[1]
+
+    def start(self):
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    @property
+    def accepted(self):
+        """How many connections were accepted so far."""
+        with self._lock:
+            return len(self._conns)
+
+    def received(self):
+        """The bytes each accepted connection sent, in accept order."""
+        with self._lock:
+            return [bytes(r) for r in self._received]
+
+    def _accept_loop(self):
+        while not self._stopping:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            rec = bytearray()
+            with self._lock:
+                if self._stopping:
+                    conn.close()
+                    return
+                self._conns.append(conn)
+                self._received.append(rec)
+            t = threading.Thread(target=self._drain, args=(conn, rec),
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _drain(self, conn, rec):
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                rec += data
+
+    def stop(self):
+        self._stopping = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
         for t in self._threads:
             t.join(5)
 

@@ -3,8 +3,10 @@ directly, hold the right messages, honour forwarded client addresses, see
 deliveries during IDLE and carry 200 concurrent sessions; the Postfix SMTP
 backend takes mail only from XCLIENT-LOGIN'ed or authenticated sessions and
 delivers it where tests can read it, and the Dovecots' submission service
-relays to it; the certificates, the users file and the libconfig writer are
-what Postern will be given.  Nothing here needs the Postern binary."""
+relays to it; the OpenLDAP directory (slapd) binds, searches, refuses and
+logs as the LDAP tests need, and a stalled server never answers; the
+certificates, the users file and the libconfig writer are what Postern will
+be given.  Nothing here needs the Postern binary."""
 
 import base64
 import hashlib
@@ -679,3 +681,264 @@ def test_private_postfix_stops_without_leftovers(workroot):
     assert pf.instance_pids() == []
     for port in (pf.xclient_port, pf.relay_port):
         assert not servers.port_accepts(port)
+
+
+# --------------------------------------------------------------------------
+# OpenLDAP (slapd) and the stalled server
+
+
+def ldap_entries(result):
+    assert result.returncode == 0, result
+    return servers.parse_ldif(result.stdout)
+
+
+def crypt_matches(password, hashed):
+    """Whether the $6$ hash is `password`'s (re-hashed with its salt by
+    openssl, the tool that made it)."""
+    assert hashed.startswith("$6$"), hashed
+    salt = hashed.split("$")[2]
+    out = servers.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+                      input=password.encode("utf-8") + b"\n").stdout
+    return out.decode().strip() == hashed
+
+
+def test_slapd_service_account_whoami(slapd):
+    r = slapd.whoami(slapd.service_dn, slapd.service_password)
+    assert r.returncode == 0, r
+    assert r.stdout.decode().strip() == "dn:" + slapd.service_dn
+    r = slapd.whoami(slapd.service_dn, slapd.service_password + "x")
+    assert r.returncode == servers.LDAP_INVALID_CREDENTIALS, r
+
+
+def test_slapd_service_account_reads_users(slapd, users):
+    """The service account finds a user by uid under the base and reads
+    mailHost and a {CRYPT} sha512-crypt userPassword that verifies; a user
+    without a host has no mailHost."""
+    found = ldap_entries(slapd.search("(uid=alice)"))
+    assert [e["dn"] for e in found] == [slapd.user_dn("alice")]
+    e = found[0]
+    assert e["mailHost"] == ["mbox-a"]
+    assert e["mail"] == ["alice@example.test"]
+    assert sorted(e["objectClass"]) == ["inetLocalMailRecipient",
+                                        "inetOrgPerson"]
+    (pw,) = e["userPassword"]
+    assert pw.startswith("{CRYPT}$6$"), pw
+    assert crypt_matches(users["alice"].password, pw[len("{CRYPT}"):])
+    assert not crypt_matches(users["bob"].password, pw[len("{CRYPT}"):])
+
+    (carol,) = ldap_entries(slapd.search("(uid=carol)"))
+    assert "mailHost" not in carol and "userPassword" in carol
+    (bob,) = ldap_entries(slapd.search("(mail=bob@example.test)",
+                                       ["mailHost"]))
+    assert bob == {"dn": slapd.user_dn("bob"), "mailHost": ["mbox-b"]}
+    # the non-ASCII password's hash is of its UTF-8 bytes
+    (jorg,) = ldap_entries(slapd.search("(uid=jorg)", ["userPassword"]))
+    assert crypt_matches(users["jorg"].password,
+                         jorg["userPassword"][0][len("{CRYPT}"):])
+    # every user of the session is there
+    every = ldap_entries(slapd.search("(objectClass=inetOrgPerson)",
+                                      ["uid"], base=slapd.people_dn))
+    uids = {e["uid"][0] for e in every}
+    assert set(users) <= uids
+    assert {"nopass", "twin", "hostport"} <= uids
+
+
+def test_slapd_anonymous_and_users_read_nothing(slapd, users):
+    """Anonymous may only bind: its searches fail (insufficientAccess) and
+    reveal no entry and no password; a bound user reads nothing either."""
+    for base in (None, slapd.user_dn("alice")):
+        r = slapd.search("(uid=alice)", ["userPassword", "mailHost"],
+                         base=base, anonymous=True)
+        assert r.returncode in (servers.LDAP_INSUFFICIENT_ACCESS, 32), r
+        assert b"userPassword" not in r.stdout
+        assert b"uid=alice" not in r.stdout
+    r = slapd.search("(uid=bob)", dn=slapd.user_dn("alice"),
+                     password=users["alice"].password)
+    assert r.returncode in (0, servers.LDAP_INSUFFICIENT_ACCESS, 32), r
+    assert servers.parse_ldif(r.stdout) == []
+    assert b"userPassword" not in r.stdout
+
+
+@pytest.mark.parametrize("name", ["alice", "frank", "grace", "user42"])
+def test_slapd_user_bind(slapd, users, name):
+    u = users[name]
+    r = slapd.whoami(slapd.user_dn(name), u.password)
+    assert r.returncode == 0, r
+    assert r.stdout.decode().strip() == "dn:" + slapd.user_dn(name)
+    r = slapd.whoami(slapd.user_dn(name), u.password + "x")
+    assert r.returncode == servers.LDAP_INVALID_CREDENTIALS, r
+    assert b"dn:" not in r.stdout
+    # another user's DN with this password
+    r = slapd.whoami(slapd.user_dn("bob"), u.password)
+    assert r.returncode == servers.LDAP_INVALID_CREDENTIALS, r
+
+
+def test_slapd_non_ascii_password_bind(slapd, users):
+    u = users["jorg"]
+    assert not u.password.isascii()
+    r = slapd.whoami(slapd.user_dn("jorg"), u.password_bytes)
+    assert r.returncode == 0, r
+    assert r.stdout.decode().strip() == "dn:" + slapd.user_dn("jorg")
+    # the same characters in Latin-1 are other bytes: refused
+    r = slapd.whoami(slapd.user_dn("jorg"), u.password.encode("latin-1"))
+    assert r.returncode == servers.LDAP_INVALID_CREDENTIALS, r
+
+
+def test_slapd_starttls_and_ldaps(slapd, users, certs, other_ca):
+    """StartTLS on the plain port (-ZZ: TLS required) and ldaps:// verify
+    the server against the test CA; the log shows the binds at ssf 256;
+    a client trusting another CA fails to connect."""
+    dn, pw = slapd.user_dn("bob"), users["bob"].password
+    mark = slapd.log_mark()
+    r = slapd.whoami(dn, pw, starttls=True)
+    assert r.returncode == 0, r
+    assert r.stdout.decode().strip() == "dn:" + dn
+    r = slapd.whoami(dn, pw, uri=slapd.ldaps_uri)
+    assert r.returncode == 0, r
+    r = slapd.whoami(dn, pw)  # in clear
+    assert r.returncode == 0, r
+    assert [(b["err"], b["ssf"]) for b in slapd.bind_results(dn, mark)] == [
+        (0, 256), (0, 256), (0, 0)]
+    env = dict(slapd.client_env(), LDAPTLS_CACERT=other_ca)
+    for args in (["-H", slapd.uri, "-ZZ"], ["-H", slapd.ldaps_uri]):
+        r = subprocess.run(["ldapwhoami", "-x", "-o", "nettimeout=5"] + args,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=env, timeout=20)
+        assert r.returncode != 0, r
+        assert r.stdout == b""
+
+
+def test_slapd_empty_password_is_no_authentication(slapd, users):
+    """A simple bind with a DN and an empty password is an unauthenticated
+    bind (RFC 4513 5.1.2): slapd refuses it (unwillingToPerform, 53) and
+    it is never the user's identity."""
+    dn = slapd.user_dn("alice")
+    mark = slapd.log_mark()
+    r = slapd.whoami(dn, "")
+    assert r.returncode == servers.LDAP_UNWILLING_TO_PERFORM, r
+    assert b"unauthenticated bind" in r.stderr, r
+    assert dn.encode() not in r.stdout
+    assert slapd.binds(dn, mark) == 0
+    assert [b["err"] for b in slapd.bind_results(dn, mark)] == [53]
+
+
+def test_slapd_entry_without_password(slapd):
+    """uid=nopass has no userPassword: no password binds as it."""
+    (e,) = ldap_entries(slapd.search("(uid=nopass)"))
+    assert e["dn"] == slapd.nopass_dn
+    assert "userPassword" not in e and e["mailHost"] == ["mbox-a"]
+    for pw in ("nopass", "x", "{CRYPT}"):
+        r = slapd.whoami(slapd.nopass_dn, pw)
+        assert r.returncode == servers.LDAP_INVALID_CREDENTIALS, r
+    r = slapd.whoami(slapd.nopass_dn, "")
+    assert r.returncode == servers.LDAP_UNWILLING_TO_PERFORM, r
+
+
+def test_slapd_twins_and_hostport(slapd):
+    """uid=twin matches two entries (people and staff), each with its own
+    password; uid=hostport has a host:port mailHost."""
+    found = ldap_entries(slapd.search("(uid=twin)", ["mailHost"]))
+    assert sorted((e["dn"], e["mailHost"][0]) for e in found) == [
+        (slapd.twin_dns[0], "mbox-a"), (slapd.twin_dns[1], "mbox-b")]
+    for dn, pw, other in zip(slapd.twin_dns, slapd.TWIN_PASSWORDS,
+                             reversed(slapd.TWIN_PASSWORDS)):
+        assert slapd.whoami(dn, pw).returncode == 0
+        assert slapd.whoami(dn, other).returncode == \
+            servers.LDAP_INVALID_CREDENTIALS
+    u = slapd.hostport_user
+    assert u.host == "127.0.0.1:%d" % slapd.hostport_port
+    (e,) = ldap_entries(slapd.search("(uid=hostport)", ["mailHost"]))
+    assert e == {"dn": slapd.user_dn("hostport"), "mailHost": [u.host]}
+    assert slapd.whoami(slapd.user_dn("hostport"), u.password).returncode == 0
+
+
+def test_slapd_counts_binds_and_searches(slapd, users):
+    bob, carol = slapd.user_dn("bob"), slapd.user_dn("carol")
+    mark = slapd.log_mark()
+    assert slapd.binds(bob, mark) == 0 and slapd.searches(mark) == 0
+    for pw in (users["bob"].password, users["bob"].password + "x",
+               users["bob"].password):
+        slapd.whoami(bob, pw)
+    slapd.whoami(carol, users["carol"].password)
+    assert slapd.binds(bob, mark) == 2
+    assert slapd.binds(bob.upper().replace(",", ", "), mark) == 2
+    assert [b["err"] for b in slapd.bind_results(bob, mark)] == [0, 49, 0]
+    assert slapd.binds(carol, mark) == 1
+    assert slapd.searches(mark) == 0  # whoami does not search
+    mid = slapd.log_mark()
+    slapd.search("(uid=bob)")
+    slapd.search("(uid=a*b)", base=slapd.people_dn)
+    assert slapd.searches(mark) == 2 and slapd.searches(mid) == 2
+    assert [(s["base"], s["filter"]) for s in slapd.search_log(mid)] == [
+        (slapd.base_dn, "(uid=bob)"), (slapd.people_dn, "(uid=a*b)")]
+    # the service account bound once per search
+    assert slapd.binds(slapd.service_dn, mid) == 2
+    assert slapd.binds(bob, mid) == 0
+
+
+def test_slapd_pause_resume_and_extra_entries(private_slapd):
+    """A private slapd with an entry of the test's own (its ou made too):
+    paused, a search hangs (the kernel still accepts the connection);
+    resumed, it answers again."""
+    s = private_slapd(users=[], extra_entries=[
+        servers.ldap_person("zed", "zed-S\u00e9cret", "mbox-b", ou="extra",
+                            description="own entry")])
+    zed = s.user_dn("zed", "extra")
+    (e,) = ldap_entries(s.search("(uid=zed)"))
+    assert e["dn"] == zed and e["description"] == ["own entry"]
+    assert s.whoami(zed, "zed-S\u00e9cret").returncode == 0
+    assert ldap_entries(s.search("(uid=alice)")) == []
+    s.pause()
+    try:
+        assert servers.port_accepts(s.port)
+        with pytest.raises(subprocess.TimeoutExpired):
+            s.search("(uid=zed)", timeout=2)
+        with pytest.raises(subprocess.TimeoutExpired):
+            s.whoami(zed, "zed-S\u00e9cret", timeout=2)
+    finally:
+        s.resume()
+    assert ldap_entries(s.search("(uid=zed)"))[0]["dn"] == zed
+    assert s.whoami(zed, "zed-S\u00e9cret").returncode == 0
+
+
+def test_slapd_require_tls_restart_and_stop(private_slapd, users):
+    """require_tls: a bind in clear gets confidentialityRequired, one after
+    StartTLS works; the data survives restart(); stop() leaves no process
+    and closes both ports."""
+    s = private_slapd(require_tls=True)
+    dn, pw = s.user_dn("alice"), users["alice"].password
+    assert s.whoami(dn, pw).returncode == servers.LDAP_CONFIDENTIALITY_REQUIRED
+    assert s.whoami(dn, pw, starttls=True).returncode == 0
+    old_pid = s.pid
+    s.restart()
+    assert s.pid != old_pid
+    assert s.whoami(dn, pw, uri=s.ldaps_uri).returncode == 0
+    assert s.instance_pids() == [s.pid]
+    s.stop()
+    assert s.instance_pids() == []
+    assert not servers.port_accepts(s.port)
+    assert not servers.port_accepts(s.tls_port)
+    r = s.whoami(dn, pw)
+    assert r.returncode == servers.LDAP_SERVER_DOWN, r
+    assert b"Can't contact LDAP server" in r.stderr
+
+
+def test_stalled_server_never_answers(stalled_server):
+    with socket.create_connection(("127.0.0.1", stalled_server.port),
+                                  timeout=5) as c:
+        c.sendall(b"hello?\r\n")
+        c.settimeout(1)
+        with pytest.raises(socket.timeout):
+            c.recv(1)
+        deadline = time.monotonic() + 5
+        while stalled_server.received() != [b"hello?\r\n"]:
+            assert time.monotonic() < deadline, stalled_server.received()
+            time.sleep(0.05)
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run(["ldapwhoami", "-x", "-H",
+                        "ldap://127.0.0.1:%d/" % stalled_server.port],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=2)
+    assert stalled_server.accepted == 2
+    stalled_server.stop()
+    assert not servers.port_accepts(stalled_server.port)
