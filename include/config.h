@@ -45,6 +45,30 @@ struct limits {
 	unsigned connections_per_ip;
 };
 
+enum directory_type { DIRECTORY_FILE, DIRECTORY_LDAP };
+enum ldap_auth { LDAP_AUTH_BIND, LDAP_AUTH_COMPARE };
+
+/* directory.type = "ldap": where and how users are looked up. */
+struct ldap_conf {
+	char **uris; /* tried in order */
+	unsigned nuris;
+	bool starttls; /* ldap:// URIs: StartTLS before anything else */
+	bool verify;
+	char *ca_file;
+	char *bind_dn, *bind_password; /* the service account; NULL: anonymous */
+	char *base;
+	int scope; /* 0 base, 1 one, 2 sub (libldap's values) */
+	char *filter; /* with %u %n %d, see ldap_filter.h */
+	char *host_attribute;     /* the mailbox host; NULL: none */
+	char *login_attribute;    /* the canonical login name; NULL: none */
+	char *password_attribute; /* compare mode: a crypt(3) hash */
+	enum ldap_auth auth;
+	double timeout;       /* seconds for one LDAP operation or connect */
+	unsigned connections; /* bind connections per worker */
+	char **hosts_allowed; /* host[:port] patterns a host value may match */
+	unsigned nhosts_allowed;
+};
+
 struct backend {
 	char name[CONF_NAME_MAX];
 	char host[256];
@@ -101,6 +125,8 @@ struct config {
 	char *ciphers;
 	char *ciphersuites;
 
+	enum directory_type directory_type;
+	struct ldap_conf ldap;
 	char *users_path;
 	unsigned verifier_threads;
 	double auth_cache_ttl; /* seconds a verified password is remembered */

@@ -109,6 +109,7 @@ struct session {
 	char *user;      /* quoted for logs; NULL before a login attempt */
 	char *client_id; /* client's ID fields, quoted, until login is done */
 	const struct backend *backend;
+	struct backend *dyn_backend; /* an allow-listed LDAP host: ours */
 
 	/* relay */
 	unsigned client_eof : 1, backend_eof : 1;

@@ -34,6 +34,7 @@ struct worker {
 	pthread_mutex_t vlock;  /* guards verdicts */
 	struct verdict *verdicts;
 	bool stopping;
+	struct ldapdir *ldap;   /* LDAP connections, when the directory is LDAP */
 	char *scratch;          /* relay buffers: RELAY_CHUNK read, then out */
 };
 

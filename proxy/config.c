@@ -17,6 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "ldap_filter.h"
 #include "log.h"
 #include "tls.h"
 
@@ -410,12 +413,114 @@ static void load_tls(struct cctx *c, struct config *cf,
 	}
 }
 
+/* A list of strings, e.g. uris = [ "ldap://a", "ldaps://b" ]. */
+static char **get_strings(struct cctx *c, const config_setting_t *g,
+                          const char *name, unsigned *n)
+{
+	const config_setting_t *l = config_setting_get_member(g, name);
+	char **out;
+
+	*n = 0;
+	if (!l)
+		return NULL;
+	if (!config_setting_is_array(l)) {
+		cerr(c, l, "must be an array of strings [ \"...\", ... ]");
+		return NULL;
+	}
+	out = calloc((size_t)config_setting_length(l) + 1, sizeof(*out));
+	for (int i = 0; out && i < config_setting_length(l); i++) {
+		const char *v = config_setting_get_string_elem(l, i);
+		if (!v || !*v) {
+			cerr(c, config_setting_get_elem(l, (unsigned)i),
+			     "must be a non-empty string");
+			continue;
+		}
+		out[(*n)++] = strdup(v);
+	}
+	return out;
+}
+
+static void load_ldap_uris(struct cctx *c, struct ldap_conf *l,
+                           const config_setting_t *g)
+{
+	l->uris = get_strings(c, g, "uris", &l->nuris);
+	if (!l->nuris)
+		cerr(c, g, "an LDAP directory needs uris = [ \"ldap://...\" ]");
+	for (unsigned i = 0; i < l->nuris; i++)
+		if (strncmp(l->uris[i], "ldap://", 7) != 0 &&
+		    strncmp(l->uris[i], "ldaps://", 8) != 0)
+			cerr(c, config_setting_get_member(g, "uris"),
+			     "\"%s\": only ldap:// and ldaps:// URIs", l->uris[i]);
+}
+
+static void load_ldap(struct cctx *c, struct config *cf,
+                      const config_setting_t *g)
+{
+	static const char *const scopes[] = {"base", "one", "sub", NULL};
+	static const char *const auths[] = {"bind", "compare", NULL};
+	struct ldap_conf *l = &cf->ldap;
+	const char *why;
+
+	load_ldap_uris(c, l, g);
+	l->starttls = true;
+	get_bool(c, g, "starttls", &l->starttls);
+	l->verify = true;
+	get_bool(c, g, "verify", &l->verify);
+	l->ca_file = get_path(c, g, "ca_file", 0, 1);
+	l->bind_dn = dup_str(c, g, "bind_dn", 0);
+	l->bind_password = dup_str(c, g, "bind_password", 0);
+	if (!l->bind_dn != !l->bind_password)
+		cerr(c, g, "bind_dn and bind_password go together");
+	l->base = dup_str(c, g, "base", 1);
+	l->scope = get_enum(c, g, "scope", scopes, 2);
+	l->filter = dup_str(c, g, "filter", 0);
+	if (!l->filter)
+		l->filter = strdup("(&(objectClass=inetOrgPerson)(uid=%u))");
+	if ((why = ldap_filter_check(l->filter)))
+		cerr(c, config_setting_get_member(g, "filter"), "%s", why);
+	l->host_attribute = dup_str(c, g, "host_attribute", 0);
+	l->login_attribute = dup_str(c, g, "login_attribute", 0);
+	l->auth = get_enum(c, g, "auth", auths, LDAP_AUTH_BIND);
+	l->password_attribute = dup_str(c, g, "password_attribute", 0);
+	if (l->auth == LDAP_AUTH_COMPARE && !l->password_attribute)
+		l->password_attribute = strdup("userPassword");
+	l->timeout = 5;
+	get_double(c, g, "timeout", 0.1, 300, &l->timeout);
+	l->connections = 2;
+	get_uint(c, g, "connections", 1, 64, &l->connections);
+	l->hosts_allowed = get_strings(c, g, "hosts_allowed", &l->nhosts_allowed);
+}
+
+static void ldap_conf_free(struct ldap_conf *l)
+{
+	for (unsigned i = 0; l->uris && l->uris[i]; i++)
+		free(l->uris[i]);
+	for (unsigned i = 0; l->hosts_allowed && l->hosts_allowed[i]; i++)
+		free(l->hosts_allowed[i]);
+	free(l->uris);
+	free(l->hosts_allowed);
+	free(l->ca_file);
+	free(l->bind_dn);
+	if (l->bind_password)
+		OPENSSL_cleanse(l->bind_password, strlen(l->bind_password));
+	free(l->bind_password);
+	free(l->base);
+	free(l->filter);
+	free(l->host_attribute);
+	free(l->login_attribute);
+	free(l->password_attribute);
+}
+
 static void load_directory(struct cctx *c, struct config *cf,
                            const config_setting_t *root)
 {
-	static const char *const keys[] = {"type", "path", "verifier_threads",
-	                                   "cache_ttl", NULL};
-	static const char *const types[] = {"file", NULL};
+	static const char *const keys[] = {
+	    "type", "path", "verifier_threads", "cache_ttl", "uris", "starttls",
+	    "verify", "ca_file", "bind_dn", "bind_password", "base", "scope",
+	    "filter", "host_attribute", "login_attribute", "auth",
+	    "password_attribute", "timeout", "connections", "hosts_allowed",
+	    NULL};
+	static const char *const types[] = {"file", "ldap", NULL};
 	const config_setting_t *g = get_group(c, root, "directory");
 	char errbuf[4096];
 
@@ -426,10 +531,14 @@ static void load_directory(struct cctx *c, struct config *cf,
 		return;
 	}
 	check_keys(c, g, keys);
-	get_enum(c, g, "type", types, 0);
+	cf->directory_type = get_enum(c, g, "type", types, DIRECTORY_FILE);
 	get_uint(c, g, "verifier_threads", 1, 64, &cf->verifier_threads);
 	cf->auth_cache_ttl = 60;
 	get_double(c, g, "cache_ttl", 0, 3600, &cf->auth_cache_ttl);
+	if (cf->directory_type == DIRECTORY_LDAP) {
+		load_ldap(c, cf, g);
+		return;
+	}
 	cf->users_path = get_path(c, g, "path", 1, 1);
 	if (!cf->users_path || access(cf->users_path, R_OK) != 0)
 		return;
@@ -838,6 +947,7 @@ void config_unref(struct config *c)
 	for (int p = 0; p < PROTO_COUNT; p++)
 		free(c->greeting[p]);
 	free(c->smtp_hostname);
+	ldap_conf_free(&c->ldap);
 	free(c->path);
 	free(c);
 }

@@ -8,6 +8,10 @@
  * keyed hash of user and password (a per-process random key; never the
  * password), so a client that logs in again and again costs one crypt(3).
  * Failures are never remembered.
+ *
+ * With directory.type = "ldap" the lookup runs on the worker's loop
+ * (ldapdir.c); a compare-mode hash still goes to the verifier pool, and
+ * the cache is the same.
  */
 #include "directory.h"
 
@@ -21,6 +25,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "ldapdir.h"
 #include "log.h"
 #include "session.h"
 #include "worker.h"
@@ -31,6 +36,7 @@ struct cache_entry {
 	unsigned char key[32]; /* HMAC-SHA256(secret, user NUL password) */
 	double expires;
 	char *host;
+	char *canonical;
 	bool used;
 };
 
@@ -48,6 +54,7 @@ struct verdict {
 	char pass[CRED_MAX + 1];
 	char *hash; /* NULL: unknown user, verify a dummy for equal timing */
 	char *host;
+	char *canonical; /* the directory's login name for the user, or NULL */
 	enum auth_result result;
 	unsigned char key[32];
 	double cache_until; /* 0: do not remember */
@@ -84,6 +91,7 @@ static void verdict_free(struct verdict *v)
 	OPENSSL_cleanse(v->pass, sizeof(v->pass));
 	free(v->hash);
 	free(v->host);
+	free(v->canonical);
 	free(v);
 }
 
@@ -108,34 +116,48 @@ static struct cache_entry *cache_slot(const unsigned char key[32])
 	return &cache.e[idx % CACHE_SLOTS];
 }
 
-/* 1 and *host (a copy, or NULL) on a live entry for key. */
-static int cache_get(const unsigned char key[32], double now, char **host)
+static char *dup_or_null(const char *s, bool *ok)
+{
+	char *d = s ? strdup(s) : NULL;
+
+	if (s && !d)
+		*ok = false;
+	return d;
+}
+
+/* 1 with v->host and v->canonical (copies) on a live entry for key. */
+static int cache_get(const unsigned char key[32], double now,
+                     struct verdict *v)
 {
 	struct cache_entry *e;
-	int hit = 0;
+	bool hit = false;
 
 	pthread_mutex_lock(&cache.lock);
 	e = cache_slot(key);
 	if (e->used && e->expires > now && CRYPTO_memcmp(e->key, key, 32) == 0) {
-		*host = e->host ? strdup(e->host) : NULL;
-		hit = !e->host || *host;
+		hit = true;
+		v->host = dup_or_null(e->host, &hit);
+		v->canonical = dup_or_null(e->canonical, &hit);
 	}
 	pthread_mutex_unlock(&cache.lock);
 	return hit;
 }
 
 static void cache_put(const unsigned char key[32], double until,
-                      const char *host)
+                      const struct verdict *v)
 {
 	struct cache_entry *e;
+	bool ok = true;
 
 	pthread_mutex_lock(&cache.lock);
 	e = cache_slot(key);
 	free(e->host);
+	free(e->canonical);
 	memcpy(e->key, key, 32);
 	e->expires = until;
-	e->host = host ? strdup(host) : NULL;
-	e->used = !host || e->host;
+	e->host = dup_or_null(v->host, &ok);
+	e->canonical = dup_or_null(v->canonical, &ok);
+	e->used = ok;
 	pthread_mutex_unlock(&cache.lock);
 }
 
@@ -144,6 +166,7 @@ void directory_cache_flush(void)
 	pthread_mutex_lock(&cache.lock);
 	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
 		free(cache.e[i].host);
+		free(cache.e[i].canonical);
 		memset(&cache.e[i], 0, sizeof(cache.e[i]));
 	}
 	pthread_mutex_unlock(&cache.lock);
@@ -188,7 +211,7 @@ static void *verifier_main(void *arg)
 			v->result = AUTH_FAIL;
 		OPENSSL_cleanse(v->pass, sizeof(v->pass));
 		if (v->result == AUTH_OK && v->cache_until > 0)
-			cache_put(v->key, v->cache_until, v->host);
+			cache_put(v->key, v->cache_until, v);
 		deliver_to_worker(v);
 	}
 }
@@ -234,6 +257,46 @@ void directory_stop(void)
 	directory_cache_flush();
 }
 
+static void enqueue(struct verdict *v)
+{
+	pthread_mutex_lock(&pool.lock);
+	*pool.tail = v;
+	pool.tail = &v->next;
+	pthread_cond_signal(&pool.cond);
+	pthread_mutex_unlock(&pool.lock);
+}
+
+/* The LDAP lookup's outcome, on the worker's loop. */
+static void ldap_done(void *arg, enum auth_result r, const char *host,
+                      const char *canonical, const char *hash)
+{
+	struct verdict *v = arg;
+	bool ok = true;
+
+	v->result = r;
+	v->host = dup_or_null(host, &ok);
+	v->canonical = dup_or_null(canonical, &ok);
+	if (!ok)
+		v->result = AUTH_TEMPFAIL;
+	if (v->result == AUTH_OK && hash) {
+		/* Compare mode: crypt(3) is no work for an event loop. */
+		if ((v->hash = strdup(hash))) {
+			enqueue(v);
+			return;
+		}
+		v->result = AUTH_TEMPFAIL;
+	}
+	OPENSSL_cleanse(v->pass, sizeof(v->pass));
+	if (v->result == AUTH_OK && v->cache_until > 0)
+		cache_put(v->key, v->cache_until, v);
+	deliver_to_worker(v);
+}
+
+static void ldap_cancel(void *arg)
+{
+	verdict_free(arg);
+}
+
 int directory_lookup(struct session *s)
 {
 	const struct user_entry *e = users_find(&s->cfg->users, s->creds->user);
@@ -247,7 +310,7 @@ int directory_lookup(struct session *s)
 	if (s->cfg->auth_cache_ttl > 0 && s->creds->pass[0]) {
 		double now = ev_now(s->w->loop);
 		cache_key(s->creds->user, s->creds->pass, v->key);
-		if (cache_get(v->key, now, &v->host)) {
+		if (cache_get(v->key, now, v)) {
 			log_event(LOG_LVL_DEBUG, s->id, "directory",
 			          "user=%s result=ok cached=1", s->user);
 			/* Answered on the next loop turn, like any verdict. */
@@ -258,6 +321,14 @@ int directory_lookup(struct session *s)
 		v->cache_until = now + s->cfg->auth_cache_ttl;
 	}
 	memcpy(v->pass, s->creds->pass, sizeof(v->pass));
+	if (s->cfg->directory_type == DIRECTORY_LDAP) {
+		if (ldapdir_lookup(s->w, s->cfg, s->id, s->creds->user, v->pass,
+		                   ldap_done, ldap_cancel, v) < 0) {
+			verdict_free(v);
+			return -1;
+		}
+		return 0;
+	}
 	if (e) {
 		v->hash = strdup(e->hash);
 		v->host = e->host ? strdup(e->host) : NULL;
@@ -266,11 +337,7 @@ int directory_lookup(struct session *s)
 			return -1;
 		}
 	}
-	pthread_mutex_lock(&pool.lock);
-	*pool.tail = v;
-	pool.tail = &v->next;
-	pthread_cond_signal(&pool.cond);
-	pthread_mutex_unlock(&pool.lock);
+	enqueue(v);
 	return 0;
 }
 
@@ -287,7 +354,7 @@ void directory_deliver(struct worker *w)
 		struct session *s = worker_session(w, v->slot, v->sid);
 		list = v->next;
 		if (s && s->phase == SP_AUTH)
-			session_verdict(s, v->result, v->host, NULL);
+			session_verdict(s, v->result, v->host, v->canonical);
 		verdict_free(v);
 	}
 }

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "directory.h"
+#include "ldapdir.h"
 #include "log.h"
 #include "smtp_probe.h"
 #include "worker.h"
@@ -109,6 +110,10 @@ static int run(const char *path, struct config *cfg)
 		fprintf(stderr, "postern: cannot start the verifier threads\n");
 		return 1;
 	}
+	if (ldapdir_start() < 0) {
+		fprintf(stderr, "postern: cannot start the LDAP connector thread\n");
+		return 1;
+	}
 	if (smtp_probe_start() < 0) {
 		fprintf(stderr, "postern: cannot start the SMTP capability prober\n");
 		return 1;
@@ -133,6 +138,8 @@ static int run(const char *path, struct config *cfg)
 	          cfg->shutdown_grace);
 	for (unsigned i = 0; i < n; i++)
 		worker_request_stop(&ws[i]);
+	/* Before the loops go: the connector posts to them. */
+	ldapdir_stop();
 	for (unsigned i = 0; i < n; i++)
 		worker_join(&ws[i]);
 	directory_stop();

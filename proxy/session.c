@@ -160,6 +160,7 @@ void session_free(struct session *s)
 	free(s->in);
 	free(s->user);
 	free(s->client_id);
+	free(s->dyn_backend);
 	relay_free(s);
 	config_unref(s->cfg);
 	free(s);
@@ -413,15 +414,24 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 		auth_failed(s, r);
 		return;
 	}
-	if (canonical && canonical[0])
+	/* The directory's own name for the user is the one the backend knows. */
+	if (canonical && canonical[0] && strlen(canonical) <= CRED_MAX) {
 		session_set_user(s, canonical);
-	s->backend = router_pick(s->cfg, s->lc, host,
-	                         canonical && canonical[0] ? canonical
-	                                                   : s->creds->user);
+		strcpy(s->creds->user, canonical);
+	}
+	const char *who = s->creds->user;
+	const char *why = "no backend for host hint";
+
+	s->backend = router_pick(s->cfg, s->lc, host, who);
+	if (!s->backend && host && host[0]) {
+		s->dyn_backend = router_dynamic(s->cfg, s->lc, host, who, &why);
+		s->backend = s->dyn_backend;
+	}
 	if (!s->backend) {
+		char q[300];
+		log_quote(host ? host : "", host ? strlen(host) : 0, q, sizeof(q));
 		log_event(LOG_LVL_ERROR, s->id, "route",
-		          "user=%s result=none reason=\"no backend for host hint\"",
-		          s->user);
+		          "user=%s host=%s result=none reason=\"%s\"", s->user, q, why);
 		auth_failed(s, AUTH_TEMPFAIL);
 		return;
 	}

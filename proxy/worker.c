@@ -16,6 +16,7 @@
 
 #include "conn.h"
 #include "directory.h"
+#include "ldapdir.h"
 #include "log.h"
 #include "session.h"
 #include "upstream.h"
@@ -240,6 +241,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 
 	(void)revents;
 	directory_deliver(w);
+	ldapdir_deliver(w);
 	if (__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE) && w->lfds &&
 	    w->nl && w->lfds[0] >= 0) {
 		close_listeners(w);
@@ -326,6 +328,7 @@ void worker_request_stop(struct worker *w)
 void worker_join(struct worker *w)
 {
 	pthread_join(w->thread, NULL);
+	ldapdir_worker_free(w); /* the connector thread has stopped */
 	close_listeners(w);
 	ev_loop_destroy(w->loop);
 	pthread_mutex_destroy(&w->vlock);

@@ -235,6 +235,57 @@ static void test_submission_errors(void **state)
 	assert_non_null(strstr(errs, "submission.capabilities[0]: not an EHLO keyword"));
 }
 
+static void test_ldap_settings(void **state)
+{
+	char errs[2048];
+	const char *text =
+	    "directory = { type = \"ldap\"; uris = [ \"ldap://127.0.0.1:389/\","
+	    " \"ldaps://ldap2.example.org/\" ];\n"
+	    "  bind_dn = \"cn=postern,dc=example,dc=org\"; bind_password = \"s3cret\";\n"
+	    "  base = \"dc=example,dc=org\"; scope = \"one\";\n"
+	    "  filter = \"(&(objectClass=inetOrgPerson)(|(uid=%n)(mail=%u)))\";\n"
+	    "  host_attribute = \"mailHost\"; login_attribute = \"uid\";\n"
+	    "  auth = \"compare\"; timeout = 2; connections = 3;\n"
+	    "  hosts_allowed = [ \"10.0.0.*:143\" ]; };\n"
+	    "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143; } );\n"
+	    "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\"; } );\n";
+	struct config *c = load(text, errs, sizeof(errs));
+
+	(void)state;
+	assert_non_null(c);
+	assert_string_equal(errs, "");
+	assert_int_equal(c->directory_type, DIRECTORY_LDAP);
+	assert_int_equal(c->ldap.nuris, 2);
+	assert_string_equal(c->ldap.uris[1], "ldaps://ldap2.example.org/");
+	assert_true(c->ldap.starttls);
+	assert_true(c->ldap.verify);
+	assert_int_equal(c->ldap.scope, 1);
+	assert_int_equal(c->ldap.auth, LDAP_AUTH_COMPARE);
+	assert_string_equal(c->ldap.password_attribute, "userPassword");
+	assert_int_equal(c->ldap.connections, 3);
+	assert_int_equal(c->ldap.nhosts_allowed, 1);
+	assert_int_equal(c->users.n, 0);
+	config_unref(c);
+}
+
+static void test_ldap_errors(void **state)
+{
+	char errs[4096];
+	const char *text =
+	    "directory = { type = \"ldap\"; uris = [ \"http://x/\" ];"
+	    " bind_dn = \"cn=x\"; filter = \"(uid=admin)\"; scope = \"deep\"; };\n"
+	    "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143; } );\n"
+	    "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\"; } );\n";
+
+	(void)state;
+	assert_null(load(text, errs, sizeof(errs)));
+	assert_non_null(strstr(errs, "only ldap:// and ldaps:// URIs"));
+	assert_non_null(strstr(errs, "bind_dn and bind_password go together"));
+	assert_non_null(strstr(errs, "directory: missing required setting 'base'"));
+	assert_non_null(strstr(errs, "directory.filter: "));
+	assert_non_null(strstr(errs, "directory.scope: unknown value \"deep\""));
+}
+
 static void test_parse_address(void **state)
 {
 	struct sockaddr_any a;
@@ -263,6 +314,8 @@ int main(void)
 	    cmocka_unit_test(test_parse_address),
 	    cmocka_unit_test(test_submission_settings),
 	    cmocka_unit_test(test_submission_errors),
+	    cmocka_unit_test(test_ldap_settings),
+	    cmocka_unit_test(test_ldap_errors),
 	};
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
