@@ -234,7 +234,9 @@ int ldapdir_start(void)
 	connector.stop = false;
 	if (pthread_create(&connector.thread, NULL, connector_main, NULL))
 		return -1;
+	pthread_mutex_lock(&connector.lock);
 	connector.running = true;
+	pthread_mutex_unlock(&connector.lock);
 	return 0;
 }
 
@@ -247,7 +249,9 @@ void ldapdir_stop(void)
 	pthread_cond_signal(&connector.cond);
 	pthread_mutex_unlock(&connector.lock);
 	pthread_join(connector.thread, NULL);
+	pthread_mutex_lock(&connector.lock);
 	connector.running = false;
+	pthread_mutex_unlock(&connector.lock);
 	while (connector.head) {
 		struct ljob *j = connector.head;
 		connector.head = j->next;
@@ -263,14 +267,20 @@ static void conn_open(struct lconn *c, struct config *cfg)
 
 	if (c->state != LC_DOWN || ev_now(c->d->w->loop) < c->retry_at)
 		return;
-	if (!connector.running || !(j = calloc(1, sizeof(*j))))
+	if (!(j = calloc(1, sizeof(*j))))
 		return;
 	j->d = c->d;
 	j->c = c;
+	pthread_mutex_lock(&connector.lock);
+	if (connector.stop || !connector.running) {
+		/* Shutting down: the waiting requests time out as failures. */
+		pthread_mutex_unlock(&connector.lock);
+		free(j);
+		return;
+	}
 	j->gen = ++c->gen;
 	j->cfg = config_ref(cfg);
 	c->state = LC_OPENING;
-	pthread_mutex_lock(&connector.lock);
 	j->next = connector.head;
 	connector.head = j;
 	pthread_cond_signal(&connector.cond);
