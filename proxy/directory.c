@@ -31,6 +31,7 @@
 #include "worker.h"
 
 #define CACHE_SLOTS 4096
+#define CACHE_WAYS 8 /* entries a key may use: two users rarely evict each other */
 
 struct cache_entry {
 	unsigned char key[32]; /* HMAC-SHA256(secret, user NUL password) */
@@ -108,12 +109,43 @@ static void cache_key(const char *user, const char *pass, unsigned char out[32])
 	OPENSSL_cleanse(buf, sizeof(buf));
 }
 
-static struct cache_entry *cache_slot(const unsigned char key[32])
+/* The key's set of CACHE_WAYS entries. */
+static struct cache_entry *cache_set(const unsigned char key[32])
 {
 	unsigned idx;
 
 	memcpy(&idx, key, sizeof(idx));
-	return &cache.e[idx % CACHE_SLOTS];
+	return &cache.e[(idx % (CACHE_SLOTS / CACHE_WAYS)) * CACHE_WAYS];
+}
+
+static bool entry_is(const struct cache_entry *e, const unsigned char key[32])
+{
+	return e->used && CRYPTO_memcmp(e->key, key, 32) == 0;
+}
+
+/* The key's live entry, or NULL. */
+static struct cache_entry *cache_find(const unsigned char key[32], double now)
+{
+	struct cache_entry *set = cache_set(key);
+
+	for (unsigned i = 0; i < CACHE_WAYS; i++)
+		if (entry_is(&set[i], key) && set[i].expires > now)
+			return &set[i];
+	return NULL;
+}
+
+/* Where to put key: its own entry, else a free one, else the oldest. */
+static struct cache_entry *cache_victim(const unsigned char key[32])
+{
+	struct cache_entry *set = cache_set(key), *v = &set[0];
+
+	for (unsigned i = 0; i < CACHE_WAYS; i++) {
+		if (entry_is(&set[i], key) || !set[i].used)
+			return &set[i];
+		if (set[i].expires < v->expires)
+			v = &set[i];
+	}
+	return v;
 }
 
 static char *dup_or_null(const char *s, bool *ok)
@@ -133,8 +165,7 @@ static int cache_get(const unsigned char key[32], double now,
 	bool hit = false;
 
 	pthread_mutex_lock(&cache.lock);
-	e = cache_slot(key);
-	if (e->used && e->expires > now && CRYPTO_memcmp(e->key, key, 32) == 0) {
+	if ((e = cache_find(key, now))) {
 		hit = true;
 		v->host = dup_or_null(e->host, &hit);
 		v->canonical = dup_or_null(e->canonical, &hit);
@@ -150,7 +181,7 @@ static void cache_put(const unsigned char key[32], double until,
 	bool ok = true;
 
 	pthread_mutex_lock(&cache.lock);
-	e = cache_slot(key);
+	e = cache_victim(key);
 	free(e->host);
 	free(e->canonical);
 	memcpy(e->key, key, 32);
