@@ -86,6 +86,7 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	$(PYTHON) tests/bench/run.py
+	$(PYTHON) tests/bench/smtp_ldap.py
 
 install: postern
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)/postern
