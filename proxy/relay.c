@@ -262,7 +262,7 @@ void relay_free(struct session *s)
 		return;
 	if (s->watch->f.refused)
 		log_event(LOG_LVL_WARN, s->id, "smtp_watch",
-		          "user=%s refused=%u reason=\"XCLIENT/XFORWARD from a client\"",
+		          "user=%s refused=%u reason=\"XCLIENT, XFORWARD, STARTTLS or BDAT the backend must not see\"",
 		          s->user, s->watch->f.refused);
 	free(s->watch->held);
 	free(s->watch);

@@ -158,10 +158,10 @@ void session_free(struct session *s)
 	if (s->in)
 		OPENSSL_cleanse(s->in, s->incap);
 	free(s->in);
+	relay_free(s); /* logs with s->user */
 	free(s->user);
 	free(s->client_id);
 	free(s->dyn_backend);
-	relay_free(s);
 	config_unref(s->cfg);
 	free(s);
 }
