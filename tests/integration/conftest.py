@@ -395,7 +395,12 @@ class PosternLauncher:
         n = next(self._seq)
         workdir = os.path.join(self.workroot, "postern%d" % n)
         os.makedirs(workdir)
-        ports = {k: servers.free_port() for k in servers.LISTENER_KEYS}
+        # free_port() may hand out the same port twice: draw until the
+        # listeners' ports are all different.
+        while True:
+            ports = {k: servers.free_port() for k in servers.LISTENER_KEYS}
+            if len(set(ports.values())) == len(ports):
+                break
         cfg = self.default_config(ports)
         servers.deep_merge(cfg, copy.deepcopy(overrides))
         for name, changes in (backends or {}).items():

@@ -117,3 +117,74 @@ def tagged_status(line):
     """b"a OK [..] text\\r\\n" -> "OK"."""
     parts = line.split(b" ", 2)
     return parts[1].decode() if len(parts) > 1 else ""
+
+
+# --------------------------------------------------------------------------
+# SMTP submission: smtplib connections, a raw reply reader for RawImap
+# (used as a plain line-oriented client), test messages and the headers
+# Postfix stores.
+
+
+def smtp_plain(port, source=None, timeout=30, name="client.test"):
+    """smtplib in clear (no EHLO sent yet); `source` binds the client
+    socket to that address (e.g. "127.0.0.5")."""
+    import smtplib
+    return smtplib.SMTP(HOST, port, local_hostname=name, timeout=timeout,
+                        source_address=(source, 0) if source else None)
+
+
+def smtp_ssl(port, ctx, source=None, timeout=30, name="client.test"):
+    """smtplib over implicit TLS (certificate checked against ctx)."""
+    import smtplib
+    return smtplib.SMTP_SSL(HOST, port, local_hostname=name, context=ctx,
+                            timeout=timeout,
+                            source_address=(source, 0) if source else None)
+
+
+def smtp_starttls(port, ctx, source=None, timeout=30, name="client.test"):
+    """smtplib upgraded with STARTTLS (EHLO, STARTTLS, EHLO again)."""
+    s = smtp_plain(port, source=source, timeout=timeout, name=name)
+    s.ehlo()
+    code, _ = s.starttls(context=ctx)
+    assert code == 220, code
+    s.ehlo()
+    return s
+
+
+def smtp_reply(c, timeout=None):
+    """One whole SMTP reply (every line, CRLF kept) from a RawImap."""
+    out = b""
+    while True:
+        line = c.readline(timeout)
+        out += line
+        if line[3:4] != b"-":
+            return out
+
+
+def smtp_command(c, line, timeout=None):
+    """Send one line (CRLF added) on a RawImap and return its reply."""
+    if isinstance(line, str):
+        line = line.encode("utf-8")
+    c.send(line + b"\r\n")
+    return smtp_reply(c, timeout)
+
+
+def smtp_test_message(tag, sender="sender@example.test",
+                      to="rcpt@example.test", body=None):
+    """(message bytes with CRLF line ends, Message-ID): a message whose
+    Message-ID carries `tag` and random bytes, to find it among everything
+    the test Postfix has delivered."""
+    import os
+    import servers
+    msgid = "<%s.%s@postern.test>" % (tag, os.urandom(6).hex())
+    return servers.make_message("smtp %s" % tag, body or "Sent by %s.\n" % tag,
+                                sender=sender, to=to, msgid=msgid), msgid
+
+
+def received_headers(data):
+    """The Received headers of a message Postfix stored, unfolded, top
+    (newest) first."""
+    head = data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    head = re.sub(r"\n[ \t]+", " ", head.decode("utf-8", errors="replace"))
+    return [line for line in head.splitlines()
+            if line.lower().startswith("received:")]
