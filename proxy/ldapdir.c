@@ -192,6 +192,14 @@ static void post_result(struct ljob *j)
 	ev_async_send(d->w->loop, &d->w->wake);
 }
 
+static void job_free(struct ljob *j)
+{
+	if (j->ld)
+		ldap_unbind_ext(j->ld, NULL, NULL);
+	config_unref(j->cfg);
+	free(j);
+}
+
 static void *connector_main(void *arg)
 {
 	(void)arg;
@@ -215,16 +223,17 @@ static void *connector_main(void *arg)
 				log_event(LOG_LVL_WARN, 0, "ldap",
 				          "uri=\"%s\" result=fail reason=\"%s\"", uri, j->err);
 		}
+		/* Under the lock: once ldapdir_stop() has set stop, the workers
+		 * may be gone, and nothing is posted to them any more. */
+		pthread_mutex_lock(&connector.lock);
+		if (connector.stop) {
+			pthread_mutex_unlock(&connector.lock);
+			job_free(j);
+			return NULL;
+		}
 		post_result(j);
+		pthread_mutex_unlock(&connector.lock);
 	}
-}
-
-static void job_free(struct ljob *j)
-{
-	if (j->ld)
-		ldap_unbind_ext(j->ld, NULL, NULL);
-	config_unref(j->cfg);
-	free(j);
 }
 
 int ldapdir_start(void)
@@ -242,21 +251,31 @@ int ldapdir_start(void)
 
 void ldapdir_stop(void)
 {
+	struct timespec until;
+
 	if (!connector.running)
 		return;
 	pthread_mutex_lock(&connector.lock);
 	connector.stop = true;
 	pthread_cond_signal(&connector.cond);
-	pthread_mutex_unlock(&connector.lock);
-	pthread_join(connector.thread, NULL);
-	pthread_mutex_lock(&connector.lock);
 	connector.running = false;
 	pthread_mutex_unlock(&connector.lock);
+	/*
+	 * A connector stuck in libldap's synchronous connect or handshake with
+	 * a stalled server is not waited for (up to `timeout` per URI): it
+	 * posts nothing after stop and frees its own job.
+	 */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	if (pthread_timedjoin_np(connector.thread, NULL, &until) != 0)
+		pthread_detach(connector.thread);
+	pthread_mutex_lock(&connector.lock);
 	while (connector.head) {
 		struct ljob *j = connector.head;
 		connector.head = j->next;
 		job_free(j);
 	}
+	pthread_mutex_unlock(&connector.lock);
 }
 
 /* ---- connections on the worker ---- */
@@ -289,6 +308,14 @@ static void conn_open(struct lconn *c, struct config *cfg)
 
 static void finish(struct lreq *r, enum auth_result res, const char *why);
 
+/* Requests that arrive during the back-off are started when it ends. */
+static void schedule_retry(struct ldapdir *d)
+{
+	ev_timer_stop(d->w->loop, &d->retry);
+	ev_timer_set(&d->retry, RETRY_AFTER + 0.01, 0.);
+	ev_timer_start(d->w->loop, &d->retry);
+}
+
 /* The connection is gone: its requests fail, it opens again on demand. */
 static void conn_down(struct lconn *c, const char *why)
 {
@@ -309,9 +336,7 @@ static void conn_down(struct lconn *c, const char *why)
 		if (r->conn == c)
 			finish(r, AUTH_TEMPFAIL, "directory connection lost");
 	}
-	ev_timer_stop(d->w->loop, &d->retry);
-	ev_timer_set(&d->retry, RETRY_AFTER, 0.);
-	ev_timer_start(d->w->loop, &d->retry);
+	schedule_retry(d);
 }
 
 /* ---- requests ---- */
@@ -688,6 +713,7 @@ static void take_result(struct ldapdir *d, struct ljob *j)
 				finish(r, AUTH_TEMPFAIL, "no directory server answers");
 		}
 		job_free(j);
+		schedule_retry(d);
 		return;
 	}
 	log_event(LOG_LVL_INFO, 0, "ldap", "uri=\"%s\" result=connected", j->uri);
