@@ -77,7 +77,7 @@ struct ljob {
 struct ldapdir {
 	struct worker *w;
 	struct lconn svc;
-	struct lconn *users;
+	struct lconn **users; /* grows when a reload asks for more */
 	unsigned nusers;
 	struct lreq *reqs;
 	ev_timer retry;
@@ -474,9 +474,9 @@ static bool pump_one(struct ldapdir *d)
 		}
 		if (r->state != LR_WAIT_BIND)
 			continue;
-		for (unsigned i = 0; i < d->nusers; i++)
-			if (!d->users[i].bind && usable(&d->users[i], r)) {
-				start_bind(r, &d->users[i]);
+		for (unsigned i = 0; i < d->nusers && i < r->cfg->ldap.connections; i++)
+			if (!d->users[i]->bind && usable(d->users[i], r)) {
+				start_bind(r, d->users[i]);
 				return true;
 			}
 	}
@@ -637,28 +637,44 @@ static void lconn_init(struct ldapdir *d, struct lconn *c)
 	c->io.data = c;
 }
 
+/*
+ * Bind connections up to cfg's number. They are separate allocations:
+ * requests and libev hold their addresses. A reload to fewer leaves the
+ * extra ones unused.
+ */
+static int grow_users(struct ldapdir *d, const struct config *cfg)
+{
+	unsigned want = cfg->ldap.connections;
+	struct lconn **u;
+
+	if (want <= d->nusers)
+		return 0;
+	if (!(u = realloc(d->users, want * sizeof(*u))))
+		return -1;
+	d->users = u;
+	while (d->nusers < want) {
+		if (!(u[d->nusers] = calloc(1, sizeof(**u))))
+			return -1;
+		lconn_init(d, u[d->nusers++]);
+	}
+	return 0;
+}
+
 static struct ldapdir *worker_ldap(struct worker *w, const struct config *cfg)
 {
 	struct ldapdir *d = w->ldap;
 
-	if (d)
-		return d;
-	if (!(d = calloc(1, sizeof(*d))))
-		return NULL;
-	d->w = w;
-	d->nusers = cfg->ldap.connections;
-	if (!(d->users = calloc(d->nusers, sizeof(*d->users)))) {
-		free(d);
-		return NULL;
+	if (!d) {
+		if (!(d = calloc(1, sizeof(*d))))
+			return NULL;
+		d->w = w;
+		pthread_mutex_init(&d->lock, NULL);
+		lconn_init(d, &d->svc);
+		ev_timer_init(&d->retry, retry_cb, RETRY_AFTER, 0.);
+		d->retry.data = d;
+		w->ldap = d;
 	}
-	pthread_mutex_init(&d->lock, NULL);
-	lconn_init(d, &d->svc);
-	for (unsigned i = 0; i < d->nusers; i++)
-		lconn_init(d, &d->users[i]);
-	ev_timer_init(&d->retry, retry_cb, RETRY_AFTER, 0.);
-	d->retry.data = d;
-	w->ldap = d;
-	return d;
+	return grow_users(d, cfg) < 0 ? NULL : d;
 }
 
 int ldapdir_lookup(struct worker *w, struct config *cfg, uint64_t sid,
@@ -771,8 +787,10 @@ void ldapdir_worker_free(struct worker *w)
 		job_free(j);
 	}
 	conn_free(d, &d->svc);
-	for (unsigned i = 0; i < d->nusers; i++)
-		conn_free(d, &d->users[i]);
+	for (unsigned i = 0; i < d->nusers; i++) {
+		conn_free(d, d->users[i]);
+		free(d->users[i]);
+	}
 	ev_timer_stop(w->loop, &d->retry);
 	pthread_mutex_destroy(&d->lock);
 	free(d->users);
