@@ -395,12 +395,7 @@ class PosternLauncher:
         n = next(self._seq)
         workdir = os.path.join(self.workroot, "postern%d" % n)
         os.makedirs(workdir)
-        # free_port() may hand out the same port twice: draw until the
-        # listeners' ports are all different.
-        while True:
-            ports = {k: servers.free_port() for k in servers.LISTENER_KEYS}
-            if len(set(ports.values())) == len(ports):
-                break
+        ports = servers.listener_ports()
         cfg = self.default_config(ports)
         servers.deep_merge(cfg, copy.deepcopy(overrides))
         for name, changes in (backends or {}).items():

@@ -1900,6 +1900,15 @@ LISTENER_KEYS = ("imaps", "starttls_req", "starttls", "plain",
                  "smtps", "submission_req", "submission")
 
 
+def listener_ports():
+    """A free port per listener key, all different (free_port() may hand
+    out the same port twice)."""
+    while True:
+        ports = {k: free_port() for k in LISTENER_KEYS}
+        if len(set(ports.values())) == len(ports):
+            return ports
+
+
 class Postern:
     """One Postern process with its own config in its own directory."""
 
