@@ -22,7 +22,7 @@ printf 'demo:%s:mbox-a\n' "$(openssl passwd -6 demo)" > "$d/users"
 # The backend's own users: Postern logs in there with the user's password.
 printf 'demo:{PLAIN}demo:8:8::%s/home/demo\n' "$d" > "$d/dovecot/passwd"
 # One welcome message, once: a second `make demo` must not add another.
-[ -n "$(ls -A "$d/home/demo/Maildir/new" "$d/home/demo/Maildir/cur")" ] ||
+[ -n "$(find "$d/home/demo/Maildir/new" "$d/home/demo/Maildir/cur" -type f)" ] ||
 cat > "$d/home/demo/Maildir/new/1.demo" <<MSG
 From: Postern <postmaster@localhost>
 To: demo@localhost
