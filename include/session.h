@@ -183,6 +183,21 @@ enum sasl_result session_creds_login_user(struct session *s, const char *b64,
 enum sasl_result session_creds_login_pass(struct session *s, const char *b64,
                                           size_t len);
 
+/* Where a line-based SASL exchange (POP3, SMTP) stands. */
+enum sasl_step {
+	SASL_STEP_NONE,  /* no exchange: lines are commands */
+	SASL_STEP_PLAIN, /* PLAIN: the response */
+	SASL_STEP_USER,  /* LOGIN: the user name */
+	SASL_STEP_PASS,  /* LOGIN: the password */
+};
+
+/*
+ * One client response for step: "*" cancels (SASL_CANCEL, credentials
+ * wiped); else the matching session_creds_* above.
+ */
+enum sasl_result session_sasl_response(struct session *s, enum sasl_step step,
+                                       const char *b64, size_t len);
+
 /* Remember the user name (quoted for logs). */
 void session_set_user(struct session *s, const char *raw);
 

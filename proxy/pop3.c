@@ -21,10 +21,10 @@
 #define AUTH_FAILURES_MAX 3
 
 enum pop3_state {
-	PS_COMMAND,
-	PS_SASL_PLAIN, /* AUTH PLAIN: waiting for the response after "+ " */
-	PS_SASL_USER,  /* AUTH LOGIN: user name */
-	PS_SASL_PASS,  /* AUTH LOGIN: password */
+	PS_COMMAND = SASL_STEP_NONE,
+	PS_SASL_PLAIN = SASL_STEP_PLAIN, /* AUTH PLAIN: the response */
+	PS_SASL_USER = SASL_STEP_USER,   /* AUTH LOGIN: user name */
+	PS_SASL_PASS = SASL_STEP_PASS,   /* AUTH LOGIN: password */
 };
 
 struct pop3 {
@@ -151,17 +151,7 @@ static void sasl_step(struct session *s, enum pop3_state state, const char *b64,
 	enum sasl_result r;
 
 	st(s)->state = PS_COMMAND;
-	if (len == 1 && b64[0] == '*') {
-		session_wipe_creds(s);
-		sasl_fail(s, SASL_CANCEL);
-		return;
-	}
-	if (state == PS_SASL_PLAIN)
-		r = session_creds_plain(s, b64, len);
-	else if (state == PS_SASL_USER)
-		r = session_creds_login_user(s, b64, len);
-	else
-		r = session_creds_login_pass(s, b64, len);
+	r = session_sasl_response(s, (enum sasl_step)state, b64, len);
 	if (r != SASL_OK) {
 		sasl_fail(s, r);
 	} else if (state == PS_SASL_USER) {

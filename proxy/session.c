@@ -514,6 +514,20 @@ enum sasl_result session_creds_login_pass(struct session *s, const char *b64,
 	return r;
 }
 
+enum sasl_result session_sasl_response(struct session *s, enum sasl_step step,
+                                       const char *b64, size_t len)
+{
+	if (len == 1 && b64[0] == '*') {
+		session_wipe_creds(s);
+		return SASL_CANCEL;
+	}
+	if (step == SASL_STEP_PLAIN)
+		return session_creds_plain(s, b64, len);
+	if (step == SASL_STEP_USER)
+		return session_creds_login_user(s, b64, len);
+	return session_creds_login_pass(s, b64, len);
+}
+
 void session_set_user(struct session *s, const char *raw)
 {
 	char q[CRED_MAX * 4 + 8];

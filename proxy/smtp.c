@@ -27,10 +27,10 @@
 #define EHLO_REPLY_MAX 1024
 
 enum smtp_state {
-	SS_COMMAND,
-	SS_SASL_PLAIN, /* AUTH PLAIN: the response after "334 " */
-	SS_SASL_USER,  /* AUTH LOGIN: user name */
-	SS_SASL_PASS,  /* AUTH LOGIN: password */
+	SS_COMMAND = SASL_STEP_NONE,
+	SS_SASL_PLAIN = SASL_STEP_PLAIN, /* AUTH PLAIN: the response */
+	SS_SASL_USER = SASL_STEP_USER,   /* AUTH LOGIN: user name */
+	SS_SASL_PASS = SASL_STEP_PASS,   /* AUTH LOGIN: password */
 };
 
 struct smtp {
@@ -183,17 +183,7 @@ static void sasl_step(struct session *s, enum smtp_state state, const char *b64,
 	enum sasl_result r;
 
 	st(s)->state = SS_COMMAND;
-	if (len == 1 && b64[0] == '*') {
-		session_wipe_creds(s);
-		sasl_fail(s, SASL_CANCEL);
-		return;
-	}
-	if (state == SS_SASL_PLAIN)
-		r = session_creds_plain(s, b64, len);
-	else if (state == SS_SASL_USER)
-		r = session_creds_login_user(s, b64, len);
-	else
-		r = session_creds_login_pass(s, b64, len);
+	r = session_sasl_response(s, (enum sasl_step)state, b64, len);
 	if (r != SASL_OK) {
 		sasl_fail(s, r);
 	} else if (state == SS_SASL_USER) {
