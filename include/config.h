@@ -85,6 +85,8 @@ struct backend {
 	enum submission_login submission_login;
 	double connect_timeout;
 	double login_timeout;
+	unsigned warm;        /* IMAP: greeted connections kept ready per worker */
+	double warm_lifetime; /* seconds an unused warm connection is kept */
 	SSL_CTX *ssl_ctx; /* client context when tls != none */
 };
 

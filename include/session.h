@@ -115,6 +115,7 @@ struct session {
 	unsigned client_eof : 1, backend_eof : 1;
 	unsigned close_on_drain : 1;
 	unsigned fail_pending : 1; /* timer runs the failure delay */
+	unsigned retried : 1;      /* a dead warm connection was replaced */
 	enum auth_result fail_result;
 	const char *close_reason;
 	struct relay_watch *watch; /* SMTP: the post-login command watch */

@@ -33,6 +33,13 @@ struct upstream_ops {
 	void (*line)(struct upstream *u, const char *line, size_t len);
 	/* After a STARTTLS handshake towards the backend. */
 	void (*tls_ready)(struct upstream *u);
+	/*
+	 * Warm connections: the dialogue stops once the backend is greeted,
+	 * TLS-wrapped and its capabilities are known (it finishes with AUTH_OK
+	 * and no login_req); begin_login() then goes on from there for a user.
+	 * NULL: the protocol keeps no warm connections.
+	 */
+	void (*begin_login)(struct upstream *u);
 	/* Release what the dialogue holds (wipes pending secrets). */
 	void (*cleanup)(struct upstream *u);
 	size_t state_size;
@@ -52,6 +59,8 @@ struct upstream {
 	bool finished; /* the dialogue has its outcome */
 	bool reported; /* ... and the owner has been told */
 	bool discard;  /* drop buffered backend bytes (STARTTLS) */
+	bool warm;     /* taken from the warm pool */
+	bool conn_failed; /* the failure was the connection's (EOF, error) */
 	enum auth_result result;
 	char detail[160];
 	char *caps;      /* backend capabilities, UP_CAPS_MAX, during login */
@@ -62,6 +71,21 @@ struct upstream {
 struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
                                 enum proto proto, const struct login_req *req,
                                 upstream_done_cb *done, void *owner);
+
+/*
+ * Connect and prepare a warm connection (no user yet): done reports AUTH_OK
+ * once it is ready for upstream_attach(), or the failure.
+ */
+struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
+                                  enum proto proto, upstream_done_cb *done,
+                                  void *owner);
+/*
+ * Hand a ready warm connection to a login: -1 when it proves dead (the
+ * backend closed it or sent something unasked); then the caller frees it.
+ * Otherwise the login goes on and done is called exactly once.
+ */
+int upstream_attach(struct upstream *u, const struct login_req *req,
+                    upstream_done_cb *done, void *owner);
 
 int upstream_send(struct upstream *u, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

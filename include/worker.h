@@ -36,6 +36,7 @@ struct worker {
 	bool stopping;
 	struct ldapdir *ldap;   /* LDAP connections, when the directory is LDAP */
 	char *scratch;          /* relay buffers: RELAY_CHUNK read, then out */
+	struct warm_pool *pool; /* warm backend connections */
 };
 
 /* A relay read; the SMTP watch writes up to RELAY_CHUNK + 256 after it. */

@@ -557,7 +557,7 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	    "name", "host", "imap", "pop3", "submission", "tls", "verify",
 	    "ca_file", "server_name", "auth", "master_user", "master_password",
 	    "trusted", "submission_login", "connect_timeout", "login_timeout",
-	    NULL};
+	    "warm", "warm_lifetime", NULL};
 	static const char *const auths[] = {"plain", "login", NULL};
 	static const char *const logins[] = {"passthrough", "xclient", "none",
 	                                     NULL};
@@ -586,6 +586,9 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	b->login_timeout = 15;
 	get_double(c, e, "connect_timeout", 0.1, 600, &b->connect_timeout);
 	get_double(c, e, "login_timeout", 0.1, 600, &b->login_timeout);
+	b->warm_lifetime = 60;
+	get_uint(c, e, "warm", 0, 64, &b->warm);
+	get_double(c, e, "warm_lifetime", 1, 3600, &b->warm_lifetime);
 	for (int p = 0; p < PROTO_COUNT; p++) {
 		unsigned port = 0;
 		get_uint(c, e, proto_name(p), 1, 65535, &port);

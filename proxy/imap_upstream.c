@@ -121,15 +121,24 @@ static void send_id(struct upstream *u)
 	              r->client_id[0] ? " " : "", r->client_id);
 }
 
+/* From the ready point: a user's login starts here. */
+static void imap_up_begin_login(struct upstream *u)
+{
+	if (u->b->trusted)
+		send_id(u);
+	else
+		send_login(u);
+}
+
 static void after_tls_and_caps(struct upstream *u)
 {
 	if (!ist(u)->have_caps) {
 		ist(u)->state = UPS_CAPA;
 		upstream_send(u, "%s CAPABILITY\r\n", next_tag(u));
-	} else if (u->b->trusted) {
-		send_id(u);
+	} else if (!u->req) {
+		upstream_finish(u, AUTH_OK, "ready"); /* a warm connection */
 	} else {
-		send_login(u);
+		imap_up_begin_login(u);
 	}
 }
 
@@ -461,5 +470,6 @@ const struct upstream_ops imap_upstream_ops = {
     .literal = imap_up_literal,
     .cleanup = imap_up_cleanup,
     .tls_ready = imap_up_tls_ready,
+    .begin_login = imap_up_begin_login,
     .state_size = sizeof(struct imap_up),
 };

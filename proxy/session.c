@@ -17,6 +17,7 @@
 #include "directory.h"
 #include "log.h"
 #include "penalty.h"
+#include "pool.h"
 #include "relay.h"
 #include "router.h"
 #include "tls.h"
@@ -379,13 +380,28 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 static void upstream_done(struct upstream *u, enum auth_result r,
+                          const char *detail);
+
+/* A warm connection when the pool has one, else a new connection. */
+static struct upstream *backend_login(struct session *s, bool fresh)
+{
+	struct upstream *u = fresh ? NULL
+	                           : pool_take(s->w->pool, s->backend, s->lc->proto,
+	                                       &s->req, upstream_done, s);
+
+	return u ? u : upstream_login(s->w->loop, s->backend, s->lc->proto,
+	                              &s->req, upstream_done, s);
+}
+
+static void upstream_done(struct upstream *u, enum auth_result r,
                           const char *detail)
 {
 	struct session *s = u->owner;
 
 	if (r == AUTH_OK) {
-		log_event(LOG_LVL_INFO, s->id, "login", "user=%s backend=%s result=ok",
-		          s->user, s->backend->name);
+		log_event(LOG_LVL_INFO, s->id, "login",
+		          "user=%s backend=%s result=ok warm=%d", s->user,
+		          s->backend->name, u->warm);
 		penalty_success(s->creds->user);
 		session_wipe_creds(s);
 		free(s->client_id);
@@ -399,8 +415,17 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 	log_event(LOG_LVL_WARN, s->id, "login",
 	          "user=%s backend=%s result=%s reason=%s", s->user,
 	          s->backend->name, r == AUTH_FAIL ? "fail" : "tempfail", q);
+	bool retry = u->warm && u->conn_failed && !s->retried;
+
 	upstream_free(u);
 	s->up = NULL;
+	/* A warm connection that died under us: once more, on a new one
+	 * (nothing reached the backend for the user but the login itself). */
+	if (retry) {
+		s->retried = 1;
+		if ((s->up = backend_login(s, true)))
+			return;
+	}
 	auth_failed(s, r);
 }
 
@@ -448,8 +473,7 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	    .local_name = s->cfg->smtp_hostname,
 	    .sid = s->id,
 	};
-	s->up = upstream_login(s->w->loop, s->backend, s->lc->proto, &s->req,
-	                       upstream_done, s);
+	s->up = backend_login(s, false);
 	if (!s->up)
 		auth_failed(s, AUTH_TEMPFAIL);
 }

@@ -45,6 +45,7 @@ void upstream_finish(struct upstream *u, enum auth_result r,
 
 static void fail_now(struct upstream *u, const char *why)
 {
+	u->conn_failed = !u->finished;
 	upstream_finish(u, AUTH_TEMPFAIL, why);
 	report(u);
 }
@@ -55,7 +56,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	(void)loop;
 	(void)revents;
+	if (u->finished) {
+		report(u); /* upstream_attach() ended at once */
+		return;
+	}
 	fail_now(u, u->c.connecting ? "connect timeout" : "login timeout");
+	u->conn_failed = false; /* a stalled backend gets no second try */
 }
 
 int upstream_send(struct upstream *u, const char *fmt, ...)
@@ -66,8 +72,10 @@ int upstream_send(struct upstream *u, const char *fmt, ...)
 	va_start(ap, fmt);
 	r = conn_vprintf(&u->c, fmt, ap);
 	va_end(ap);
-	if (r < 0)
+	if (r < 0 && !u->finished) {
 		upstream_finish(u, AUTH_TEMPFAIL, "cannot write to backend");
+		u->conn_failed = true;
+	}
 	return r;
 }
 
@@ -218,9 +226,10 @@ static void up_conn_cb(struct conn *c, enum conn_event ev)
 	}
 }
 
-struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
-                                enum proto proto, const struct login_req *req,
-                                upstream_done_cb *done, void *owner)
+static struct upstream *open_upstream(struct ev_loop *loop,
+                                      const struct backend *b, enum proto proto,
+                                      const struct login_req *req,
+                                      upstream_done_cb *done, void *owner)
 {
 	static const struct upstream_ops *const protos[PROTO_COUNT] = {
 	    [PROTO_IMAP] = &imap_upstream_ops,
@@ -233,7 +242,7 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 
 	if (!addr->len) {
 		/* A directory host hint may name a backend without this port. */
-		log_event(LOG_LVL_ERROR, req->sid, "backend",
+		log_event(LOG_LVL_ERROR, req ? req->sid : 0, "backend",
 		          "backend=%s result=fail reason=\"no %s port configured\"",
 		          b->name, proto_name(proto));
 		return NULL;
@@ -253,7 +262,7 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	if (!u->rbuf || !u->caps ||
 	    conn_connect(&u->c, loop, (const struct sockaddr *)&addr->ss, addr->len,
 	                 up_conn_cb, u) < 0) {
-		log_event(LOG_LVL_WARN, req->sid, "backend",
+		log_event(LOG_LVL_WARN, req ? req->sid : 0, "backend",
 		          "backend=%s result=fail reason=\"%s\"", b->name,
 		          u->c.err ? u->c.err : "out of memory");
 		free(u->rbuf);
@@ -263,6 +272,66 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	}
 	ev_timer_start(loop, &u->timer);
 	return u;
+}
+
+struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
+                                enum proto proto, const struct login_req *req,
+                                upstream_done_cb *done, void *owner)
+{
+	return open_upstream(loop, b, proto, req, done, owner);
+}
+
+struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
+                                  enum proto proto, upstream_done_cb *done,
+                                  void *owner)
+{
+	static const struct upstream_ops *const protos[PROTO_COUNT] = {
+	    [PROTO_IMAP] = &imap_upstream_ops,
+	};
+
+	if (!protos[proto] || !protos[proto]->begin_login)
+		return NULL;
+	return open_upstream(loop, b, proto, NULL, done, owner);
+}
+
+/*
+ * The cheap check before a warm connection is used: a read that must find
+ * nothing. EOF or an error means the backend is gone; data means it said
+ * something nobody asked for, so its state is unknown. Under TLS the read
+ * also absorbs late handshake messages (TLS 1.3 session tickets).
+ */
+static bool still_quiet(struct upstream *u)
+{
+	char b[64];
+
+	return u->rlen == 0 && conn_read(&u->c, b, sizeof(b)) == CONN_AGAIN;
+}
+
+int upstream_attach(struct upstream *u, const struct login_req *req,
+                    upstream_done_cb *done, void *owner)
+{
+	if (!still_quiet(u))
+		return -1;
+	u->c.cb = up_conn_cb;
+	u->c.data = u;
+	u->req = req;
+	u->done = done;
+	u->owner = owner;
+	u->finished = u->reported = u->conn_failed = false;
+	u->detail[0] = '\0';
+	u->warm = true;
+	ev_timer_stop(u->c.loop, &u->timer);
+	ev_timer_set(&u->timer, u->b->login_timeout, 0.);
+	ev_timer_start(u->c.loop, &u->timer);
+	conn_want_read(&u->c, true);
+	u->ops->begin_login(u);
+	if (u->finished) {
+		/* Report from the timer, not from inside the caller. */
+		ev_timer_stop(u->c.loop, &u->timer);
+		ev_timer_set(&u->timer, 0., 0.);
+		ev_timer_start(u->c.loop, &u->timer);
+	}
+	return 0;
 }
 
 const char *upstream_leftover(struct upstream *u, size_t *len)

@@ -18,6 +18,7 @@
 #include "directory.h"
 #include "ldapdir.h"
 #include "log.h"
+#include "pool.h"
 #include "session.h"
 #include "upstream.h"
 
@@ -289,6 +290,8 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 
 	ev_run(w->loop, 0);
+	pool_free(w->pool);
+	w->pool = NULL;
 	while (w->zombies) {
 		struct session *s = w->zombies;
 		w->zombies = s->next_zombie;
@@ -311,6 +314,7 @@ int worker_start(struct worker *w)
 	ev_prepare_init(&w->reap, reap_cb);
 	w->reap.data = w;
 	ev_prepare_start(w->loop, &w->reap);
+	w->pool = pool_new(w);
 	for (unsigned i = 0; i < w->nl; i++) {
 		ev_io_init(&w->lio[i], accept_cb, w->lfds[i], EV_READ);
 		w->lio[i].data = w;
