@@ -53,6 +53,7 @@ IDLE_N = int(os.environ.get("POSTERN_BENCH_IDLE", "1000"))
 LOGIN_SECONDS = float(os.environ.get("POSTERN_BENCH_SECONDS", "10"))
 LOGIN_CONC = int(os.environ.get("POSTERN_BENCH_CONC", "20"))
 LOGIN_WARMUP = 1.0
+WARM = int(os.environ.get("POSTERN_BENCH_WARM", "16"))  # per worker
 DIRECT_IDLE = os.environ.get("POSTERN_BENCH_DIRECT_IDLE", "1") != "0"
 KEEP = bool(os.environ.get("POSTERN_BENCH_KEEP"))
 
@@ -450,7 +451,7 @@ directory = {{ type = "file"; path = "users"; verifier_threads = {vthreads};
                cache_ttl = {cache_ttl}; }};
 backends = (
   {{ name = "mbox"; host = "127.0.0.1"; imap = {backend}; tls = "none";
-     auth = "plain"; trusted = true; }}
+     auth = "plain"; trusted = true; warm = {warm}; }}
 );
 pools = ( {{ name = "default"; members = [ "mbox" ]; }} );
 listeners = (
@@ -467,7 +468,7 @@ class Postern:
     seq = 0
 
     def __init__(self, work, cert, key, backend_port, users_text,
-                 cache_ttl=60):
+                 cache_ttl=60, warm=0):
         Postern.seq += 1
         self.dir = os.path.join(work, "postern%d" % Postern.seq)
         os.makedirs(self.dir)
@@ -481,7 +482,7 @@ class Postern:
             f.write(POSTERN_CONF.format(
                 cert=cert, key=key, backend=backend_port, plain=self.plain,
                 tls=self.tls, vthreads=max(2, os.cpu_count() or 2),
-                cache_ttl=cache_ttl))
+                cache_ttl=cache_ttl, warm=warm))
         self.proc = None
 
     def start(self, timeout=20):
@@ -764,6 +765,26 @@ def main():
         except Skip as e:
             notes.append(str(e))
 
+        # ---- b3) the warm pool: connect and greeting done before login
+        try:
+            px = Postern(work, cert, key, dovecot.port, users_text,
+                         warm=WARM).start()
+            time.sleep(2)  # let the pool fill
+            for key_, port, tls, label in (
+                    ("login_warm_plain", px.plain, False,
+                     "login postern plain, warm pool"),
+                    ("login_warm_tls", px.tls, True,
+                     "login postern TLS, warm pool")):
+                try:
+                    res[key_] = imapload_login(port, tls, label, px, dovecot)
+                except Skip as e:
+                    notes.append(str(e))
+            n = px.stop()
+            if n:
+                notes.append("login run with warm pool: " + n)
+        except Skip as e:
+            notes.append(str(e))
+
         # ---- Dovecot's own memory for the same sessions, for reference;
         # first, while few mail processes exist (they are reused later)
         if DIRECT_IDLE:
@@ -852,11 +873,20 @@ def report(res, notes, elapsed):
     np_ = g("login_nocache_plain", "rate")
     row("login rate plain, cache_ttl=0", fmt(dp), fmt(np_),
         fmt(ratio(np_, dp), "%.2f"), "(a crypt(3) per login)")
+    wp_ = g("login_warm_plain", "rate")
+    row("login rate plain, warm pool", fmt(dp), fmt(wp_),
+        fmt(ratio(wp_, dp), "%.2f"), ">= 1.0")
+    row("login p50 plain, warm pool (ms)",
+        fmt(g("login_direct_plain", "p50_ms"), "%.2f"),
+        fmt(g("login_warm_plain", "p50_ms"), "%.2f"))
     row("login rate TLS (sess/s)", fmt(dt), fmt(pt), fmt(ratio(pt, dt), "%.2f"),
         ">= %.1fx direct" % TARGET_LOGIN_RATIO)
     nt_ = g("login_nocache_tls", "rate")
     row("login rate TLS, cache_ttl=0", fmt(dt), fmt(nt_),
         fmt(ratio(nt_, dt), "%.2f"), "(a crypt(3) per login)")
+    wt_ = g("login_warm_tls", "rate")
+    row("login rate TLS, warm pool", fmt(dt), fmt(wt_),
+        fmt(ratio(wt_, dt), "%.2f"))
     row("login p50 TLS (ms)", fmt(g("login_direct_tls", "p50_ms"), "%.2f"),
         fmt(g("login_postern_tls", "p50_ms"), "%.2f"),
         fmt(ratio(g("login_postern_tls", "p50_ms"),

@@ -301,6 +301,36 @@ static void test_parse_address(void **state)
 	assert_int_equal(config_parse_address("127.0.0.1:http", &a), -1);
 }
 
+static void test_warm_pool_settings(void **state)
+{
+	char errs[2048];
+	struct config *c;
+
+	(void)state;
+	c = load(good, errs, sizeof(errs));
+	assert_non_null(c);
+	assert_int_equal(c->backends[0].warm, 0);
+	assert_true(c->backends[0].warm_lifetime == 60);
+	config_unref(c);
+	c = load("directory = { type = \"file\"; path = \"users\"; };\n"
+	         "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143;"
+	         " warm = 4; warm_lifetime = 30.5; } );\n"
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\"; } );\n",
+	         errs, sizeof(errs));
+	assert_non_null(c);
+	assert_int_equal(c->backends[0].warm, 4);
+	assert_true(c->backends[0].warm_lifetime == 30.5);
+	config_unref(c);
+	c = load("directory = { type = \"file\"; path = \"users\"; };\n"
+	         "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143;"
+	         " warm = 65; warm_lifetime = 0; } );\n"
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\"; } );\n",
+	         errs, sizeof(errs));
+	assert_null(c);
+	assert_non_null(strstr(errs, "warm"));
+	assert_non_null(strstr(errs, "warm_lifetime"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -316,6 +346,7 @@ int main(void)
 	    cmocka_unit_test(test_submission_errors),
 	    cmocka_unit_test(test_ldap_settings),
 	    cmocka_unit_test(test_ldap_errors),
+	    cmocka_unit_test(test_warm_pool_settings),
 	};
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
