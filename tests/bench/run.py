@@ -565,8 +565,8 @@ def parse_result(text):
     return None
 
 
-def imapload_login(port, tls, label, postern=None, dovecot=None):
-    cmd = [IMAPLOAD, "login", "-p", str(port), "-c", str(LOGIN_CONC),
+def imapload_login(port, tls, label, postern=None, dovecot=None, conc=None):
+    cmd = [IMAPLOAD, "login", "-p", str(port), "-c", str(conc or LOGIN_CONC),
            "-d", str(LOGIN_SECONDS), "-w", str(LOGIN_WARMUP),
            "--user-fmt", USER_FMT, "--users", str(N_USERS),
            "--password", PASSWORD, "-t", "10"]
@@ -725,6 +725,14 @@ def main():
         try:
             px = Postern(work, cert, key, dovecot.port, users_text).start()
             log("postern pid %d: plain %d, TLS %d" % (px.pid, px.plain, px.tls))
+            for key_, port, tls in (("login_nowarm_plain_c1", px.plain, False),
+                                    ("login_nowarm_tls_c1", px.tls, True)):
+                try:
+                    res[key_] = imapload_login(
+                        port, tls, "login postern %s, 1 client" %
+                        ("TLS" if tls else "plain"), px, dovecot, conc=1)
+                except Skip as e:
+                    notes.append(str(e))
             for key_, port, tls, via, label in (
                     ("login_direct_plain", dovecot.port, False, None,
                      "login direct plain"),
@@ -777,6 +785,8 @@ def main():
                      "login postern TLS, warm pool")):
                 try:
                     res[key_] = imapload_login(port, tls, label, px, dovecot)
+                    res[key_ + "_c1"] = imapload_login(
+                        port, tls, label + ", 1 client", px, dovecot, conc=1)
                 except Skip as e:
                     notes.append(str(e))
             n = px.stop()
@@ -879,6 +889,11 @@ def report(res, notes, elapsed):
     row("login p50 plain, warm pool (ms)",
         fmt(g("login_direct_plain", "p50_ms"), "%.2f"),
         fmt(g("login_warm_plain", "p50_ms"), "%.2f"))
+    row("login p50 plain, 1 client: no pool / warm (ms)",
+        fmt(g("login_nowarm_plain_c1", "p50_ms"), "%.2f"),
+        fmt(g("login_warm_plain_c1", "p50_ms"), "%.2f"),
+        fmt(ratio(g("login_warm_plain_c1", "p50_ms"),
+                  g("login_nowarm_plain_c1", "p50_ms")), "%.2f"))
     row("login rate TLS (sess/s)", fmt(dt), fmt(pt), fmt(ratio(pt, dt), "%.2f"),
         ">= %.1fx direct" % TARGET_LOGIN_RATIO)
     nt_ = g("login_nocache_tls", "rate")
@@ -887,6 +902,11 @@ def report(res, notes, elapsed):
     wt_ = g("login_warm_tls", "rate")
     row("login rate TLS, warm pool", fmt(dt), fmt(wt_),
         fmt(ratio(wt_, dt), "%.2f"))
+    row("login p50 TLS, 1 client: no pool / warm (ms)",
+        fmt(g("login_nowarm_tls_c1", "p50_ms"), "%.2f"),
+        fmt(g("login_warm_tls_c1", "p50_ms"), "%.2f"),
+        fmt(ratio(g("login_warm_tls_c1", "p50_ms"),
+                  g("login_nowarm_tls_c1", "p50_ms")), "%.2f"))
     row("login p50 TLS (ms)", fmt(g("login_direct_tls", "p50_ms"), "%.2f"),
         fmt(g("login_postern_tls", "p50_ms"), "%.2f"),
         fmt(ratio(g("login_postern_tls", "p50_ms"),
