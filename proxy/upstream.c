@@ -226,10 +226,9 @@ static void up_conn_cb(struct conn *c, enum conn_event ev)
 	}
 }
 
-static struct upstream *open_upstream(struct ev_loop *loop,
-                                      const struct backend *b, enum proto proto,
-                                      const struct login_req *req,
-                                      upstream_done_cb *done, void *owner)
+struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
+                                enum proto proto, const struct login_req *req,
+                                upstream_done_cb *done, void *owner)
 {
 	static const struct upstream_ops *const protos[PROTO_COUNT] = {
 	    [PROTO_IMAP] = &imap_upstream_ops,
@@ -274,13 +273,6 @@ static struct upstream *open_upstream(struct ev_loop *loop,
 	return u;
 }
 
-struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
-                                enum proto proto, const struct login_req *req,
-                                upstream_done_cb *done, void *owner)
-{
-	return open_upstream(loop, b, proto, req, done, owner);
-}
-
 struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
                                   enum proto proto, upstream_done_cb *done,
                                   void *owner)
@@ -291,7 +283,7 @@ struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
 
 	if (!protos[proto] || !protos[proto]->begin_login)
 		return NULL;
-	return open_upstream(loop, b, proto, NULL, done, owner);
+	return upstream_login(loop, b, proto, NULL, done, owner);
 }
 
 /*
