@@ -226,15 +226,16 @@ static void up_conn_cb(struct conn *c, enum conn_event ev)
 	}
 }
 
+static const struct upstream_ops *const protos[PROTO_COUNT] = {
+    [PROTO_IMAP] = &imap_upstream_ops,
+    [PROTO_POP3] = &pop3_upstream_ops,
+    [PROTO_SUBMISSION] = &smtp_upstream_ops,
+};
+
 struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
                                 enum proto proto, const struct login_req *req,
                                 upstream_done_cb *done, void *owner)
 {
-	static const struct upstream_ops *const protos[PROTO_COUNT] = {
-	    [PROTO_IMAP] = &imap_upstream_ops,
-	    [PROTO_POP3] = &pop3_upstream_ops,
-	    [PROTO_SUBMISSION] = &smtp_upstream_ops,
-	};
 	const struct upstream_ops *ops = protos[proto];
 	const struct sockaddr_any *addr = &b->addr[proto];
 	struct upstream *u;
@@ -277,11 +278,7 @@ struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
                                   enum proto proto, upstream_done_cb *done,
                                   void *owner)
 {
-	static const struct upstream_ops *const protos[PROTO_COUNT] = {
-	    [PROTO_IMAP] = &imap_upstream_ops,
-	};
-
-	if (!protos[proto] || !protos[proto]->begin_login)
+	if (!protos[proto]->begin_login)
 		return NULL;
 	return upstream_login(loop, b, proto, NULL, done, owner);
 }
