@@ -1,5 +1,5 @@
 /*
- * pool: each worker's warm connections: per backend (IMAP), up to
+ * pool: each worker's warm connections: per backend and protocol, up to
  * backend.warm connections already connected, greeted, TLS-wrapped and with
  * their capabilities read, so a login skips all of that. Filled in the
  * background and again after each take; an unused one is closed after

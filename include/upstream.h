@@ -50,6 +50,7 @@ struct upstream {
 	const struct backend *b;
 	const struct upstream_ops *ops;
 	const struct login_req *req;
+	const char *local_name; /* Postern's own name (SMTP EHLO) */
 	upstream_done_cb *done;
 	void *owner;
 	ev_timer timer;
@@ -77,8 +78,10 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
  * once it is ready for upstream_attach(), or the failure.
  */
 struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
-                                  enum proto proto, upstream_done_cb *done,
-                                  void *owner);
+                                  enum proto proto, const char *local_name,
+                                  upstream_done_cb *done, void *owner);
+/* Whether proto has a ready point, so warm connections at all. */
+bool upstream_can_warm(enum proto proto);
 /*
  * Hand a ready warm connection to a login: -1 when it proves dead (the
  * backend closed it or sent something unasked); then the caller frees it.

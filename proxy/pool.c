@@ -1,5 +1,5 @@
 /*
- * pool: the warm connections of one worker. Each is an upstream that ran its
+ * pool: the warm connections of one worker, per backend and protocol. Each is an upstream that ran its
  * dialogue up to the ready point (upstream_prepare()) and then waits, read
  * watcher on, so a backend that closes it or sends anything is noticed at
  * once and the connection dropped. A take hands the connection to a login
@@ -23,6 +23,7 @@ struct warm {
 	struct upstream *u;
 	struct config *cfg; /* keeps b alive */
 	const struct backend *b;
+	enum proto proto;
 	ev_tstamp since;
 	bool ready;
 };
@@ -52,8 +53,9 @@ static void unlink_warm(struct warm *e)
 
 static void drop(struct warm *e, const char *why)
 {
-	log_event(LOG_LVL_DEBUG, 0, "warm", "backend=%s result=dropped reason=\"%s\"",
-	          e->b->name, why);
+	log_event(LOG_LVL_DEBUG, 0, "warm",
+	          "backend=%s proto=%s result=dropped reason=\"%s\"", e->b->name,
+	          proto_name(e->proto), why);
 	e->p->st.dropped++;
 	unlink_warm(e);
 	upstream_free(e->u);
@@ -92,7 +94,8 @@ static void warm_done(struct upstream *u, enum auth_result r,
 		drop(e, r != AUTH_OK ? detail : "backend sent data unasked");
 		return;
 	}
-	log_event(LOG_LVL_DEBUG, 0, "warm", "backend=%s result=ready", e->b->name);
+	log_event(LOG_LVL_DEBUG, 0, "warm", "backend=%s proto=%s result=ready",
+	          e->b->name, proto_name(e->proto));
 	e->ready = true;
 	e->since = ev_now(u->c.loop);
 	e->p->st.filling--;
@@ -102,7 +105,7 @@ static void warm_done(struct upstream *u, enum auth_result r,
 }
 
 static void open_one(struct warm_pool *p, struct config *cfg,
-                     const struct backend *b)
+                     const struct backend *b, enum proto proto)
 {
 	struct warm *e = calloc(1, sizeof(*e));
 
@@ -110,7 +113,9 @@ static void open_one(struct warm_pool *p, struct config *cfg,
 		return;
 	e->p = p;
 	e->b = b;
-	e->u = upstream_prepare(p->w->loop, b, PROTO_IMAP, warm_done, e);
+	e->proto = proto;
+	e->u = upstream_prepare(p->w->loop, b, proto, cfg->smtp_hostname,
+	                        warm_done, e);
 	if (!e->u) {
 		free(e);
 		return;
@@ -122,13 +127,26 @@ static void open_one(struct warm_pool *p, struct config *cfg,
 	p->st.opened++;
 }
 
-static unsigned count_for(const struct warm_pool *p, const struct backend *b)
+static unsigned count_for(const struct warm_pool *p, const struct backend *b,
+                          enum proto proto)
 {
 	unsigned n = 0;
 
 	for (const struct warm *e = p->list; e; e = e->next)
-		n += e->b == b;
+		n += e->b == b && e->proto == proto;
 	return n;
+}
+
+/* Each protocol with a port on b and a ready point gets b->warm. */
+static void top_up(struct warm_pool *p, struct config *cfg,
+                   const struct backend *b)
+{
+	for (int proto = 0; proto < PROTO_COUNT; proto++) {
+		if (!b->addr[proto].len || !upstream_can_warm(proto))
+			continue;
+		for (unsigned n = count_for(p, b, proto); n < b->warm; n++)
+			open_one(p, cfg, b, proto);
+	}
 }
 
 /* Expire old and orphaned connections, then top every backend up. */
@@ -148,13 +166,8 @@ static void refill(struct warm_pool *p)
 			drop(e, "lifetime over");
 	}
 	if (!__atomic_load_n(&p->w->stopping, __ATOMIC_ACQUIRE))
-		for (unsigned i = 0; i < cfg->nbackends; i++) {
-			const struct backend *b = &cfg->backends[i];
-			if (!b->addr[PROTO_IMAP].len)
-				continue;
-			for (unsigned n = count_for(p, b); n < b->warm; n++)
-				open_one(p, cfg, b);
-		}
+		for (unsigned i = 0; i < cfg->nbackends; i++)
+			top_up(p, cfg, &cfg->backends[i]);
 	config_unref(cfg);
 }
 
@@ -197,12 +210,12 @@ struct upstream *pool_take(struct warm_pool *p, const struct backend *b,
 {
 	struct warm *e, *next;
 
-	if (!p || proto != PROTO_IMAP || !b->warm)
+	if (!p || !b->warm || !upstream_can_warm(proto))
 		return NULL;
 	for (e = p->list; e; e = next) {
 		struct upstream *u = e->u;
 		next = e->next;
-		if (!e->ready || e->b != b)
+		if (!e->ready || e->b != b || e->proto != proto)
 			continue;
 		unlink_warm(e);
 		config_unref(e->cfg); /* the session holds the same snapshot */

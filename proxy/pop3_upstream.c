@@ -91,10 +91,15 @@ static void send_login(struct upstream *u)
 		send_user(u);
 }
 
+/* Greeted, TLS-wrapped, capabilities known: the warm ready point. */
 static void after_capa(struct upstream *u)
 {
 	const struct login_req *r = u->req;
 
+	if (!r) {
+		upstream_finish(u, AUTH_OK, "ready");
+		return;
+	}
 	if (u->b->trusted && pst(u)->xclient) {
 		pst(u)->state = P3S_XCLIENT;
 		upstream_send(u, "XCLIENT ADDR=%s PORT=%u\r\n", r->client_ip,
@@ -218,6 +223,7 @@ static void pop3_up_cleanup(struct upstream *u)
 const struct upstream_ops pop3_upstream_ops = {
     .line = pop3_up_line,
     .tls_ready = pop3_up_tls_ready,
+    .begin_login = after_capa,
     .cleanup = pop3_up_cleanup,
     .state_size = sizeof(struct pop3_up),
 };

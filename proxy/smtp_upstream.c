@@ -70,10 +70,10 @@ static void fail_with(struct upstream *u, enum auth_result r, const char *line,
 /* The client's name from EHLO, or Postern's own before XCLIENT. */
 static void send_ehlo(struct upstream *u, enum smtp_up_state next)
 {
-	const char *name = u->req->client_id;
+	const char *name = u->req ? u->req->client_id : "";
 
 	if (!sst(u)->xclient_done || !name[0])
-		name = u->req->local_name;
+		name = u->local_name;
 	sst(u)->state = next;
 	sst(u)->xclient = 0;
 	u->caps[0] = '\0';
@@ -194,12 +194,19 @@ static void send_auth_plain(struct upstream *u)
 	OPENSSL_cleanse(b64, sizeof(b64));
 }
 
-/* The last EHLO before login is answered: log in by the backend's mode. */
+/*
+ * The last EHLO before login is answered: log in by the backend's mode. A
+ * warm connection stops here (its ready point) until a user comes.
+ */
 static void after_ehlo(struct upstream *u)
 {
 	const struct backend *b = u->b;
 	bool xclient = sst(u)->xclient != 0;
 
+	if (!u->req) {
+		upstream_finish(u, AUTH_OK, "ready");
+		return;
+	}
 	if (b->submission_login == SUBMIT_XCLIENT && !sst(u)->xclient_done) {
 		if (!xclient || !(sst(u)->xclient & XA_LOGIN))
 			upstream_finish(u, AUTH_TEMPFAIL,
@@ -308,6 +315,7 @@ static void smtp_up_cleanup(struct upstream *u)
 const struct upstream_ops smtp_upstream_ops = {
     .line = smtp_up_line,
     .tls_ready = smtp_up_tls_ready,
+    .begin_login = after_ehlo,
     .cleanup = smtp_up_cleanup,
     .state_size = sizeof(struct smtp_up),
 };

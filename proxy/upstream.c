@@ -252,6 +252,7 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	u->b = b;
 	u->ops = ops;
 	u->req = req;
+	u->local_name = req ? req->local_name : NULL;
 	u->done = done;
 	u->owner = owner;
 	u->state = u + 1;
@@ -274,13 +275,22 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 	return u;
 }
 
-struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
-                                  enum proto proto, upstream_done_cb *done,
-                                  void *owner)
+bool upstream_can_warm(enum proto proto)
 {
-	if (!protos[proto]->begin_login)
+	return protos[proto]->begin_login != NULL;
+}
+
+struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
+                                  enum proto proto, const char *local_name,
+                                  upstream_done_cb *done, void *owner)
+{
+	struct upstream *u;
+
+	if (!upstream_can_warm(proto))
 		return NULL;
-	return upstream_login(loop, b, proto, NULL, done, owner);
+	if ((u = upstream_login(loop, b, proto, NULL, done, owner)))
+		u->local_name = local_name;
+	return u;
 }
 
 /*
@@ -304,6 +314,7 @@ int upstream_attach(struct upstream *u, const struct login_req *req,
 	u->c.cb = up_conn_cb;
 	u->c.data = u;
 	u->req = req;
+	u->local_name = req->local_name;
 	u->done = done;
 	u->owner = owner;
 	u->finished = u->reported = u->conn_failed = false;

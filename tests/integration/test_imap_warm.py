@@ -13,12 +13,12 @@ from conftest import postern_binary
 from servers import tls_only_dovecot
 
 
-def wait_ready(p, backend, count, since=0, timeout=15):
+def wait_ready(p, backend, count, since=0, timeout=15, proto="imap"):
     """Wait until `count` warm connections to backend were made ready."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         n = len(p.events(since=since, event="warm", backend=backend,
-                         result="ready"))
+                         proto=proto, result="ready"))
         if n >= count:
             return n
         time.sleep(0.1)
@@ -79,7 +79,7 @@ def test_backend_restart_drops_dead_warm_connections(
     wait_ready(p, "mbox-a", 2)
     mark = p.log_mark()
     d.kill()
-    p.wait_event(since=mark, event="warm", backend="mbox-a",
+    p.wait_event(since=mark, event="warm", backend="mbox-a", proto="imap",
                  result="dropped")
     d.start()
     wait_ready(p, "mbox-a", 1, since=mark)
@@ -114,7 +114,7 @@ def test_lifetime_ends_unused_warm_connections(postern_factory):
     p = postern_factory(workers=1, backends={"mbox-a": {
         "warm": 1, "warm_lifetime": 1}})
     wait_ready(p, "mbox-a", 1)
-    p.wait_event(event="warm", backend="mbox-a", result="dropped",
+    p.wait_event(event="warm", backend="mbox-a", proto="imap", result="dropped",
                  timeout=10)
     assert "lifetime over" in p.log()
     wait_ready(p, "mbox-a", 2)  # and replaced
