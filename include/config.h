@@ -85,8 +85,10 @@ struct backend {
 	enum submission_login submission_login;
 	double connect_timeout;
 	double login_timeout;
-	unsigned warm;        /* IMAP: greeted connections kept ready per worker */
+	unsigned warm;        /* greeted connections kept ready, per worker and protocol */
 	double warm_lifetime; /* seconds an unused warm connection is kept */
+	unsigned max_connections; /* process-wide, all protocols; 0: no limit */
+	double queue_timeout; /* seconds a login waits for a free connection */
 	SSL_CTX *ssl_ctx; /* client context when tls != none */
 };
 

@@ -27,6 +27,10 @@ struct upstream *pool_take(struct warm_pool *p, const struct backend *b,
                            enum proto proto, const struct login_req *req,
                            upstream_done_cb *done, void *owner);
 
+/* Close one ready warm connection to b, if there is one (its slot goes to
+ * a login waiting for b). */
+void pool_shed(struct warm_pool *p, const struct backend *b);
+
 struct pool_stats {
 	unsigned long long hits, misses, dropped, opened;
 	unsigned ready, filling;

@@ -110,6 +110,8 @@ struct session {
 	char *client_id; /* client's ID fields, quoted, until login is done */
 	const struct backend *backend;
 	struct backend *dyn_backend; /* an allow-listed LDAP host: ours */
+	struct admission_wait *wait; /* queued for a backend connection */
+	ev_tstamp queue_until;
 
 	/* relay */
 	unsigned client_eof : 1, backend_eof : 1;
@@ -160,6 +162,10 @@ void session_authenticate(struct session *s);
 void session_start_relay(struct session *s);
 
 /* The directory's verdict arrives here (matched by slot and id). */
+/* The backend connection a queued login waited for (admission.h). */
+struct bslot;
+void session_admitted(struct session *s, struct bslot *bs);
+
 void session_verdict(struct session *s, enum auth_result r, const char *host,
                      const char *canonical);
 

@@ -62,16 +62,28 @@ struct upstream {
 	bool discard;  /* drop buffered backend bytes (STARTTLS) */
 	bool warm;     /* taken from the warm pool */
 	bool conn_failed; /* the failure was the connection's (EOF, error) */
+	struct bslot *slot; /* the backend's connection count (admission.h) */
 	enum auth_result result;
 	char detail[160];
 	char *caps;      /* backend capabilities, UP_CAPS_MAX, during login */
 	void *state;
 };
 
-/* Connect to b and log in; done is called exactly once (unless freed). */
+/*
+ * Connect to b and log in; done is called exactly once (unless freed).
+ * NULL with errno EBUSY: b is at its max_connections (see admission.h).
+ */
 struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
                                 enum proto proto, const struct login_req *req,
                                 upstream_done_cb *done, void *owner);
+/* The same on a connection slot the caller holds (given back on failure). */
+struct bslot;
+struct upstream *upstream_login_admitted(struct ev_loop *loop,
+                                         const struct backend *b,
+                                         enum proto proto,
+                                         const struct login_req *req,
+                                         upstream_done_cb *done, void *owner,
+                                         struct bslot *bs);
 
 /*
  * Connect and prepare a warm connection (no user yet): done reports AUTH_OK

@@ -37,6 +37,7 @@ struct worker {
 	struct ldapdir *ldap;   /* LDAP connections, when the directory is LDAP */
 	char *scratch;          /* relay buffers: RELAY_CHUNK read, then out */
 	struct warm_pool *pool; /* warm backend connections */
+	struct admission_wait *admitted; /* granted slots (admission.c's lock) */
 };
 
 /* A relay read; the SMTP watch writes up to RELAY_CHUNK + 256 after it. */

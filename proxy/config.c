@@ -557,7 +557,7 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	    "name", "host", "imap", "pop3", "submission", "tls", "verify",
 	    "ca_file", "server_name", "auth", "master_user", "master_password",
 	    "trusted", "submission_login", "connect_timeout", "login_timeout",
-	    "warm", "warm_lifetime", NULL};
+	    "warm", "warm_lifetime", "max_connections", "queue_timeout", NULL};
 	static const char *const auths[] = {"plain", "login", NULL};
 	static const char *const logins[] = {"passthrough", "xclient", "none",
 	                                     NULL};
@@ -589,6 +589,9 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	b->warm_lifetime = 60;
 	get_uint(c, e, "warm", 0, 64, &b->warm);
 	get_double(c, e, "warm_lifetime", 1, 3600, &b->warm_lifetime);
+	b->queue_timeout = 10;
+	get_uint(c, e, "max_connections", 0, 1000000, &b->max_connections);
+	get_double(c, e, "queue_timeout", 0, 600, &b->queue_timeout);
 	for (int p = 0; p < PROTO_COUNT; p++) {
 		unsigned port = 0;
 		get_uint(c, e, proto_name(p), 1, 65535, &port);

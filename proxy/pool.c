@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 
+#include "admission.h"
 #include "log.h"
 #include "worker.h"
 
@@ -149,6 +150,17 @@ static void top_up(struct warm_pool *p, struct config *cfg,
 	}
 }
 
+/* Logins (of any worker) are queued for a connection to b. */
+static bool logins_waiting(const struct backend *b)
+{
+	unsigned active, waiting;
+
+	if (!b->max_connections)
+		return false;
+	admission_load(b->name, &active, &waiting);
+	return waiting > 0;
+}
+
 /* Expire old and orphaned connections, then top every backend up. */
 static void refill(struct warm_pool *p)
 {
@@ -162,6 +174,8 @@ static void refill(struct warm_pool *p)
 			continue;
 		if (e->cfg != cfg)
 			drop(e, "configuration reloaded");
+		else if (logins_waiting(e->b))
+			drop(e, "a queued login needs the connection");
 		else if (now - e->since >= e->b->warm_lifetime)
 			drop(e, "lifetime over");
 	}
@@ -234,6 +248,15 @@ struct upstream *pool_take(struct warm_pool *p, const struct backend *b,
 	if (!ev_is_active(&p->soon))
 		ev_timer_start(p->w->loop, &p->soon);
 	return NULL;
+}
+
+void pool_shed(struct warm_pool *p, const struct backend *b)
+{
+	for (struct warm *e = p ? p->list : NULL; e; e = e->next)
+		if (e->b == b && e->ready) {
+			drop(e, "a queued login needs the connection");
+			return;
+		}
 }
 
 void pool_stats(const struct warm_pool *p, struct pool_stats *out)

@@ -7,6 +7,7 @@
 #include "session.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include <openssl/crypto.h>
 
+#include "admission.h"
 #include "directory.h"
 #include "log.h"
 #include "penalty.h"
@@ -137,6 +139,10 @@ void session_close(struct session *s, const char *reason)
 	s->phase = SP_CLOSED;
 	ev_timer_stop(s->w->loop, &s->timer);
 	session_wipe_creds(s);
+	if (s->wait) {
+		admission_cancel(s->wait);
+		s->wait = NULL;
+	}
 	if (s->up) {
 		upstream_free(s->up);
 		s->up = NULL;
@@ -344,6 +350,17 @@ static void auth_failed(struct session *s, enum auth_result r)
 	auth_finish(s, r, NULL);
 }
 
+/* Nobody gave a connection to the backend back in time. */
+static void queue_timeout(struct session *s)
+{
+	admission_cancel(s->wait);
+	s->wait = NULL;
+	log_event(LOG_LVL_WARN, s->id, "login",
+	          "user=%s backend=%s result=tempfail reason=\"backend at max_connections; queue timeout\"",
+	          s->user, s->backend->name);
+	auth_failed(s, AUTH_TEMPFAIL);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct session *s = t->data;
@@ -361,6 +378,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		break;
 	case SP_PREAUTH:
 	case SP_AUTH:
+		if (s->wait && now >= s->queue_until) {
+			queue_timeout(s);
+			break;
+		}
 		if (now < s->deadline) {
 			arm_timer(s, s->deadline - now);
 			break;
@@ -382,15 +403,66 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void upstream_done(struct upstream *u, enum auth_result r,
                           const char *detail);
 
-/* A warm connection when the pool has one, else a new connection. */
-static struct upstream *backend_login(struct session *s, bool fresh)
+/*
+ * The backend is at max_connections: wait in its queue, up to its
+ * queue_timeout, and let one of this worker's warm connections to it go so
+ * that the connection count can serve a user instead.
+ */
+static bool queue_for_backend(struct session *s)
 {
-	struct upstream *u = fresh ? NULL
-	                           : pool_take(s->w->pool, s->backend, s->lc->proto,
-	                                       &s->req, upstream_done, s);
+	const struct backend *b = s->backend;
+	ev_tstamp now = ev_now(s->w->loop);
 
-	return u ? u : upstream_login(s->w->loop, s->backend, s->lc->proto,
-	                              &s->req, upstream_done, s);
+	if (b->queue_timeout <= 0 ||
+	    !(s->wait = admission_wait(b, s->w, s->slot, s->id)))
+		return false;
+	s->queue_until = now + b->queue_timeout;
+	log_event(LOG_LVL_INFO, s->id, "queue",
+	          "user=%s backend=%s result=waiting", s->user, b->name);
+	pool_shed(s->w->pool, b);
+	arm_timer(s, (s->queue_until < s->deadline ? s->queue_until
+	                                           : s->deadline) - now);
+	return true;
+}
+
+/*
+ * A warm connection when the pool has one, else a new connection, else a
+ * place in the backend's queue; false when none of them can be had.
+ */
+static bool backend_login(struct session *s, bool fresh)
+{
+	s->up = fresh ? NULL
+	              : pool_take(s->w->pool, s->backend, s->lc->proto, &s->req,
+	                          upstream_done, s);
+	if (!s->up)
+		s->up = upstream_login(s->w->loop, s->backend, s->lc->proto,
+		                       &s->req, upstream_done, s);
+	if (s->up)
+		return true;
+	if (errno != EBUSY)
+		return false;
+	if (queue_for_backend(s))
+		return true;
+	log_event(LOG_LVL_WARN, s->id, "login",
+	          "user=%s backend=%s result=tempfail reason=\"backend at max_connections\"",
+	          s->user, s->backend->name);
+	return false;
+}
+
+void session_admitted(struct session *s, struct bslot *bs)
+{
+	if (s->phase != SP_AUTH) {
+		admission_give(bs);
+		return;
+	}
+	log_event(LOG_LVL_INFO, s->id, "queue",
+	          "user=%s backend=%s result=admitted waited=%.3f", s->user,
+	          s->backend->name,
+	          ev_now(s->w->loop) - (s->queue_until - s->backend->queue_timeout));
+	s->up = upstream_login_admitted(s->w->loop, s->backend, s->lc->proto,
+	                                &s->req, upstream_done, s, bs);
+	if (!s->up)
+		auth_failed(s, AUTH_TEMPFAIL);
 }
 
 static void upstream_done(struct upstream *u, enum auth_result r,
@@ -423,7 +495,7 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 	 * (nothing reached the backend for the user but the login itself). */
 	if (retry) {
 		s->retried = 1;
-		if ((s->up = backend_login(s, true)))
+		if (backend_login(s, true))
 			return;
 	}
 	auth_failed(s, r);
@@ -473,8 +545,7 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	    .local_name = s->cfg->smtp_hostname,
 	    .sid = s->id,
 	};
-	s->up = backend_login(s, false);
-	if (!s->up)
+	if (!backend_login(s, false))
 		auth_failed(s, AUTH_TEMPFAIL);
 }
 

@@ -14,6 +14,7 @@
 
 #include <openssl/crypto.h>
 
+#include "admission.h"
 #include "log.h"
 #include "sasl.h"
 #include "tls.h"
@@ -236,19 +237,43 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
                                 enum proto proto, const struct login_req *req,
                                 upstream_done_cb *done, void *owner)
 {
+	struct bslot *bs;
+
+	if (!b->addr[proto].len)
+		return upstream_login_admitted(loop, b, proto, req, done, owner,
+		                               NULL); /* logs why */
+	if (!(bs = admission_take(b))) {
+		errno = EBUSY;
+		return NULL;
+	}
+	return upstream_login_admitted(loop, b, proto, req, done, owner, bs);
+}
+
+struct upstream *upstream_login_admitted(struct ev_loop *loop,
+                                         const struct backend *b,
+                                         enum proto proto,
+                                         const struct login_req *req,
+                                         upstream_done_cb *done, void *owner,
+                                         struct bslot *bs)
+{
 	const struct upstream_ops *ops = protos[proto];
 	const struct sockaddr_any *addr = &b->addr[proto];
 	struct upstream *u;
 
+	errno = 0;
 	if (!addr->len) {
 		/* A directory host hint may name a backend without this port. */
 		log_event(LOG_LVL_ERROR, req ? req->sid : 0, "backend",
 		          "backend=%s result=fail reason=\"no %s port configured\"",
 		          b->name, proto_name(proto));
+		admission_give(bs);
 		return NULL;
 	}
-	if (!(u = calloc(1, sizeof(*u) + ops->state_size)))
+	if (!(u = calloc(1, sizeof(*u) + ops->state_size))) {
+		admission_give(bs);
 		return NULL;
+	}
+	u->slot = bs;
 	u->b = b;
 	u->ops = ops;
 	u->req = req;
@@ -269,6 +294,8 @@ struct upstream *upstream_login(struct ev_loop *loop, const struct backend *b,
 		free(u->rbuf);
 		free(u->caps);
 		free(u);
+		admission_give(bs);
+		errno = 0;
 		return NULL;
 	}
 	ev_timer_start(loop, &u->timer);
@@ -362,6 +389,8 @@ void upstream_free(struct upstream *u)
 	ev_timer_stop(u->c.loop, &u->timer);
 	u->ops->cleanup(u);
 	conn_close(&u->c);
+	admission_give(u->slot);
+	u->slot = NULL;
 	upstream_release_buffer(u);
 	u->owner = zombies;
 	zombies = u;

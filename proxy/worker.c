@@ -19,6 +19,7 @@
 #include "ldapdir.h"
 #include "log.h"
 #include "pool.h"
+#include "admission.h"
 #include "session.h"
 #include "upstream.h"
 
@@ -243,6 +244,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 	(void)revents;
 	directory_deliver(w);
 	ldapdir_deliver(w);
+	admission_deliver(w);
 	if (__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE) && w->lfds &&
 	    w->nl && w->lfds[0] >= 0) {
 		close_listeners(w);

@@ -331,6 +331,36 @@ static void test_warm_pool_settings(void **state)
 	assert_non_null(strstr(errs, "warm_lifetime"));
 }
 
+static void test_connection_limit_settings(void **state)
+{
+	char errs[2048];
+	struct config *c;
+
+	(void)state;
+	c = load(good, errs, sizeof(errs));
+	assert_non_null(c);
+	assert_int_equal(c->backends[0].max_connections, 0);
+	assert_true(c->backends[0].queue_timeout == 10);
+	config_unref(c);
+	c = load("directory = { type = \"file\"; path = \"users\"; };\n"
+	         "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143;"
+	         " max_connections = 50; queue_timeout = 0; } );\n"
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\"; } );\n",
+	         errs, sizeof(errs));
+	assert_non_null(c);
+	assert_int_equal(c->backends[0].max_connections, 50);
+	assert_true(c->backends[0].queue_timeout == 0);
+	config_unref(c);
+	c = load("directory = { type = \"file\"; path = \"users\"; };\n"
+	         "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143;"
+	         " max_connections = -1; queue_timeout = 601; } );\n"
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\"; } );\n",
+	         errs, sizeof(errs));
+	assert_null(c);
+	assert_non_null(strstr(errs, "max_connections"));
+	assert_non_null(strstr(errs, "queue_timeout"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -347,6 +377,7 @@ int main(void)
 	    cmocka_unit_test(test_ldap_settings),
 	    cmocka_unit_test(test_ldap_errors),
 	    cmocka_unit_test(test_warm_pool_settings),
+	    cmocka_unit_test(test_connection_limit_settings),
 	};
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
