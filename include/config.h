@@ -92,6 +92,13 @@ struct backend {
 	SSL_CTX *ssl_ctx; /* client context when tls != none */
 };
 
+/* imap.cache_*: the IMAP authenticated-session cache (sesscache.h). */
+struct session_cache_conf {
+	double ttl;        /* seconds a logged-out connection is kept; 0: off */
+	unsigned per_user; /* cached connections per user (and password) */
+	unsigned max;      /* cached connections in all, process-wide */
+};
+
 struct pool {
 	char name[CONF_NAME_MAX];
 	unsigned nmembers;
@@ -143,6 +150,7 @@ struct config {
 	struct listener_conf *listeners;
 	unsigned nlisteners;
 
+	struct session_cache_conf session_cache;
 	char *greeting[PROTO_COUNT]; /* text after "* OK [...]" / "+OK" / "220 host ESMTP" */
 	char *smtp_hostname;   /* the name in the SMTP greeting and EHLO reply */
 	double smtp_caps_refresh; /* seconds between EHLO probes of backends */

@@ -93,6 +93,14 @@ static inline bool conn_has_output(const struct conn *c)
 
 void conn_want_read(struct conn *c, bool on);
 
+/*
+ * Take the connection off its loop (no watcher left, no queued output
+ * allowed), so another thread's loop can conn_attach() it later.
+ */
+void conn_detach(struct conn *c);
+void conn_attach(struct conn *c, struct ev_loop *loop, conn_cb *cb,
+                 void *data);
+
 /* Half-close: send TLS close_notify and FIN once queued output is out. */
 void conn_shutdown_write(struct conn *c);
 

@@ -17,11 +17,13 @@
 #include "config.h"
 #include "conn.h"
 #include "sasl.h"
+#include "sesscache.h"
 
 struct worker;
 struct session;
 struct upstream;
 struct relay_watch;
+struct imap_reuse;
 
 enum session_phase {
 	SP_HANDSHAKE, /* implicit TLS handshake */
@@ -118,9 +120,12 @@ struct session {
 	unsigned close_on_drain : 1;
 	unsigned fail_pending : 1; /* timer runs the failure delay */
 	unsigned retried : 1;      /* a dead warm connection was replaced */
+	unsigned cache_keyed : 1;  /* IMAP session cache: cache_key is set */
 	enum auth_result fail_result;
 	const char *close_reason;
 	struct relay_watch *watch; /* SMTP: the post-login command watch */
+	struct imap_reuse *reuse;  /* IMAP: the session cache's watch */
+	struct sesscache_key cache_key; /* user and password, keyed hash */
 	struct session *next_zombie;
 	void *proto_state;
 };

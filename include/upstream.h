@@ -61,6 +61,7 @@ struct upstream {
 	bool reported; /* ... and the owner has been told */
 	bool discard;  /* drop buffered backend bytes (STARTTLS) */
 	bool warm;     /* taken from the warm pool */
+	bool cached;   /* taken from the session cache: logged in already */
 	bool conn_failed; /* the failure was the connection's (EOF, error) */
 	struct bslot *slot; /* the backend's connection count (admission.h) */
 	enum auth_result result;
@@ -102,6 +103,19 @@ bool upstream_can_warm(enum proto proto);
 int upstream_attach(struct upstream *u, const struct login_req *req,
                     upstream_done_cb *done, void *owner);
 
+/*
+ * The session cache (sesscache.h): park takes a logged-in connection off
+ * its loop and away from its owner; adopt gives it to a login on loop.
+ * Adopt returns -1 when the connection proves dead (closed, or the backend
+ * said something unasked): the caller frees it. Otherwise it takes caps
+ * (the capabilities for the client) and done reports AUTH_OK, soon, from
+ * the loop.
+ */
+void upstream_park(struct upstream *u);
+int upstream_adopt(struct upstream *u, struct ev_loop *loop,
+                   const struct login_req *req, upstream_done_cb *done,
+                   void *owner, char *caps);
+
 int upstream_send(struct upstream *u, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void upstream_starttls(struct upstream *u);
@@ -120,6 +134,8 @@ void upstream_finish(struct upstream *u, enum auth_result r,
  */
 const char *upstream_leftover(struct upstream *u, size_t *len);
 void upstream_release_buffer(struct upstream *u);
+/* A capability list ("A B C", as in u->caps) holds word, in any case. */
+bool upstream_caps_has(const char *caps, const char *word);
 /* Close now, free after the current loop iteration (upstream_reap). */
 void upstream_free(struct upstream *u);
 void upstream_reap(void);

@@ -776,6 +776,9 @@ static void load_proto(struct cctx *c, struct config *cf,
                        const config_setting_t *root, enum proto p)
 {
 	static const char *const keys[] = {"greeting", NULL};
+	static const char *const imap_keys[] = {"greeting", "cache_ttl",
+	                                        "cache_per_user", "cache_max",
+	                                        NULL};
 	static const char *const smtp_keys[] = {"greeting", "hostname",
 	                                        "caps_refresh", "capabilities",
 	                                        NULL};
@@ -783,7 +786,18 @@ static void load_proto(struct cctx *c, struct config *cf,
 	const char *gr = g ? get_str(c, g, "greeting", 0) : NULL;
 
 	if (g)
-		check_keys(c, g, p == PROTO_SUBMISSION ? smtp_keys : keys);
+		check_keys(c, g, p == PROTO_SUBMISSION ? smtp_keys
+		                 : p == PROTO_IMAP     ? imap_keys
+		                                       : keys);
+	if (p == PROTO_IMAP) {
+		struct session_cache_conf *sc = &cf->session_cache;
+		sc->ttl = 30;
+		sc->per_user = 4;
+		sc->max = 1000;
+		get_double(c, g, "cache_ttl", 0, 3600, &sc->ttl);
+		get_uint(c, g, "cache_per_user", 1, 64, &sc->per_user);
+		get_uint(c, g, "cache_max", 1, 1000000, &sc->max);
+	}
 	if (gr && strpbrk(gr, "\r\n")) {
 		cerr(c, config_setting_get_member(g, "greeting"),
 		     "must be one line");

@@ -444,6 +444,26 @@ void conn_want_read(struct conn *c, bool on)
 		ev_feed_event(c->loop, &c->io, EV_READ);
 }
 
+void conn_detach(struct conn *c)
+{
+	if (c->loop)
+		ev_io_stop(c->loop, &c->io);
+	c->loop = NULL;
+	c->events = 0;
+	c->want_read = 0;
+	/* a TLS read or write waiting for the other direction starts over:
+	 * the next owner begins with a fresh read */
+	c->rd_wants_w = c->wr_wants_r = 0;
+}
+
+void conn_attach(struct conn *c, struct ev_loop *loop, conn_cb *cb,
+                 void *data)
+{
+	c->loop = loop;
+	c->cb = cb;
+	c->data = data;
+}
+
 void conn_shutdown_write(struct conn *c)
 {
 	if (c->closed || c->write_shut)

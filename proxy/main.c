@@ -17,7 +17,9 @@
 #include "directory.h"
 #include "ldapdir.h"
 #include "log.h"
+#include "sesscache.h"
 #include "smtp_probe.h"
+#include "upstream.h"
 #include "worker.h"
 
 #define POSTERN_VERSION "0.1.0"
@@ -142,6 +144,8 @@ static int run(const char *path, struct config *cfg)
 	ldapdir_stop();
 	for (unsigned i = 0; i < n; i++)
 		worker_join(&ws[i]);
+	sesscache_flush(); /* parked connections belong to no worker */
+	upstream_reap();
 	directory_stop();
 	smtp_probe_stop();
 	config_set_current(NULL);

@@ -14,6 +14,7 @@
 
 #include "admission.h"
 #include "log.h"
+#include "sesscache.h"
 #include "worker.h"
 
 #define POOL_TICK 1.0
@@ -179,6 +180,7 @@ static void refill(struct warm_pool *p)
 		else if (now - e->since >= e->b->warm_lifetime)
 			drop(e, "lifetime over");
 	}
+	sesscache_expire(cfg);
 	if (!__atomic_load_n(&p->w->stopping, __ATOMIC_ACQUIRE))
 		for (unsigned i = 0; i < cfg->nbackends; i++)
 			top_up(p, cfg, &cfg->backends[i]);

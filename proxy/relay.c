@@ -14,10 +14,10 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
 
+#include "imap_reuse.h"
 #include "log.h"
 #include "session.h"
 #include "smtp_filter.h"
@@ -37,6 +37,12 @@ static bool watch_waiting(const struct session *s)
 	return s->watch && smtp_filter_waiting(&s->watch->f);
 }
 
+/* The client is not read: the reply to DATA is awaited, or a LOGOUT held. */
+static bool client_paused(const struct session *s)
+{
+	return watch_waiting(s) || imap_reuse_holding(s);
+}
+
 static int hold(struct relay_watch *w, const char *buf, size_t n)
 {
 	char *p = realloc(w->held, w->heldlen + n);
@@ -49,20 +55,6 @@ static int hold(struct relay_watch *w, const char *buf, size_t n)
 	return 0;
 }
 
-/* caps ("A B C") lists word, in any case. */
-static bool has_word(const char *caps, const char *word)
-{
-	size_t n = strlen(word);
-
-	for (const char *p = caps; p && *p;) {
-		size_t w = strcspn(p, " ");
-		if (w == n && strncasecmp(p, word, n) == 0)
-			return true;
-		p += w + (p[w] == ' ');
-	}
-	return false;
-}
-
 /* Client bytes towards the backend: as they are, or through the watch. */
 static int to_backend(struct session *s, const char *buf, size_t n)
 {
@@ -70,8 +62,10 @@ static int to_backend(struct session *s, const char *buf, size_t n)
 	char *out = s->w->scratch + RELAY_CHUNK;
 	size_t off = 0;
 
+	if (s->reuse)
+		n = imap_reuse_client(s, buf, n);
 	if (!w)
-		return conn_write(&s->up->c, buf, n);
+		return n ? conn_write(&s->up->c, buf, n) : 0;
 	while (off < n && !smtp_filter_waiting(&w->f)) {
 		size_t outlen, chunk = n - off < RELAY_CHUNK ? n - off : RELAY_CHUNK;
 		size_t used = smtp_filter_client(&w->f, buf + off, chunk, out, &outlen);
@@ -97,7 +91,7 @@ static void watch_resume(struct session *s)
 		return;
 	}
 	free(h);
-	if (!s->client_eof && !watch_waiting(s) && !conn_has_output(&s->up->c))
+	if (!s->client_eof && !client_paused(s) && !conn_has_output(&s->up->c))
 		conn_want_read(&s->client, true);
 }
 
@@ -132,6 +126,8 @@ static int backend_bytes(struct session *s, const char *buf, size_t n)
 {
 	bool waiting = watch_waiting(s);
 
+	if (s->reuse && !imap_reuse_server(s, buf, n))
+		return 0; /* the answer to Postern's own UNSELECT */
 	if (conn_write(&s->client, buf, n) < 0)
 		return -1;
 	if (!s->watch)
@@ -169,9 +165,11 @@ static void pump(struct session *s, struct conn *from, struct conn *to)
 			session_close(s, to->err ? to->err : "write error");
 			return;
 		}
-		if (s->phase == SP_CLOSED)
+		if (s->reuse)
+			imap_reuse_step(s); /* may park s->up and close */
+		if (s->phase == SP_CLOSED || !s->up)
 			return;
-		if (from == &s->client && watch_waiting(s)) {
+		if (from == &s->client && client_paused(s)) {
 			conn_want_read(from, false); /* until the reply to DATA */
 			return;
 		}
@@ -189,8 +187,12 @@ static void on_drained(struct session *s, struct conn *drained,
 		session_close(s, s->close_reason);
 		return;
 	}
-	(void)drained;
-	if (!other_eof && !(other == &s->client && watch_waiting(s)))
+	if (s->reuse && drained == &s->up->c) {
+		imap_reuse_step(s);
+		if (s->phase == SP_CLOSED || !s->up)
+			return;
+	}
+	if (!other_eof && !(other == &s->client && client_paused(s)))
 		conn_want_read(other, true);
 }
 
@@ -198,6 +200,13 @@ static void client_cb(struct conn *c, enum conn_event ev)
 {
 	struct session *s = c->data;
 
+	if (!s->up) {
+		/* the backend connection went to the session cache: only the
+		 * BYE is still to be written */
+		if (ev == CONN_EV_DRAINED || ev == CONN_EV_ERROR)
+			session_close(s, s->close_reason ? s->close_reason : "logout");
+		return;
+	}
 	if (ev == CONN_EV_READ)
 		pump(s, c, &s->up->c);
 	else if (ev == CONN_EV_DRAINED)
@@ -234,8 +243,10 @@ void relay_start(struct session *s)
 			return;
 		}
 		smtp_filter_init(&s->watch->f);
-		s->watch->f.no_chunking = !has_word(u->caps, "CHUNKING");
+		s->watch->f.no_chunking = !upstream_caps_has(u->caps, "CHUNKING");
 	}
+	if (s->cache_keyed)
+		s->reuse = imap_reuse_new(s, u->caps); /* NULL: unwatched */
 	/* Replies the backend sent after the login reply go first. */
 	if (n && backend_bytes(s, left, n) < 0) {
 		session_close(s, "write error");
@@ -247,17 +258,23 @@ void relay_start(struct session *s)
 		session_close(s, "write error");
 		return;
 	}
+	if (s->reuse)
+		imap_reuse_step(s);
+	if (s->phase == SP_CLOSED || !s->up)
+		return; /* s->in is freed with the session */
 	if (s->in)
 		OPENSSL_cleanse(s->in, s->incap);
 	free(s->in);
 	s->in = NULL;
 	s->inlen = s->incap = 0;
-	conn_want_read(&s->client, !conn_has_output(&u->c) && !watch_waiting(s));
+	conn_want_read(&s->client, !conn_has_output(&u->c) && !client_paused(s));
 	conn_want_read(&u->c, !conn_has_output(&s->client));
 }
 
 void relay_free(struct session *s)
 {
+	imap_reuse_free(s->reuse);
+	s->reuse = NULL;
 	if (!s->watch)
 		return;
 	if (s->watch->f.refused)

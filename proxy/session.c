@@ -22,6 +22,7 @@
 #include "pool.h"
 #include "relay.h"
 #include "router.h"
+#include "sesscache.h"
 #include "tls.h"
 #include "upstream.h"
 #include "worker.h"
@@ -420,20 +421,50 @@ static bool queue_for_backend(struct session *s)
 	log_event(LOG_LVL_INFO, s->id, "queue",
 	          "user=%s backend=%s result=waiting", s->user, b->name);
 	pool_shed(s->w->pool, b);
+	sesscache_shed(b);
 	arm_timer(s, (s->queue_until < s->deadline ? s->queue_until
 	                                           : s->deadline) - now);
 	return true;
 }
 
+/* A connection this user left logged in at the backend, if one is cached
+ * and still alive. */
+static struct upstream *cache_take(struct session *s)
+{
+	struct upstream *u;
+	char *caps;
+
+	if (!s->cache_keyed)
+		return NULL;
+	while ((u = sesscache_take(s->backend, &s->cache_key, &caps))) {
+		if (upstream_adopt(u, s->w->loop, &s->req, upstream_done, s,
+		                   caps) == 0) {
+			sesscache_count(SESSCACHE_HIT);
+			return u;
+		}
+		log_event(LOG_LVL_DEBUG, s->id, "session_cache",
+		          "user=%s backend=%s result=discarded reason=\"%s\"",
+		          s->user, s->backend->name,
+		          u->c.err ? u->c.err : "closed or spoke while cached");
+		sesscache_count(SESSCACHE_DISCARDED);
+		free(caps);
+		upstream_free(u);
+	}
+	sesscache_count(SESSCACHE_MISS);
+	return NULL;
+}
+
 /*
- * A warm connection when the pool has one, else a new connection, else a
- * place in the backend's queue; false when none of them can be had.
+ * A cached logged-in connection, else a warm connection when the pool has
+ * one, else a new connection, else a place in the backend's queue; false
+ * when none of them can be had.
  */
 static bool backend_login(struct session *s, bool fresh)
 {
-	s->up = fresh ? NULL
-	              : pool_take(s->w->pool, s->backend, s->lc->proto, &s->req,
-	                          upstream_done, s);
+	s->up = fresh ? NULL : cache_take(s);
+	if (!s->up && !fresh)
+		s->up = pool_take(s->w->pool, s->backend, s->lc->proto, &s->req,
+		                  upstream_done, s);
 	if (!s->up)
 		s->up = upstream_login(s->w->loop, s->backend, s->lc->proto,
 		                       &s->req, upstream_done, s);
@@ -472,8 +503,8 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 
 	if (r == AUTH_OK) {
 		log_event(LOG_LVL_INFO, s->id, "login",
-		          "user=%s backend=%s result=ok warm=%d", s->user,
-		          s->backend->name, u->warm);
+		          "user=%s backend=%s result=ok warm=%d cached=%d", s->user,
+		          s->backend->name, u->warm, u->cached);
 		penalty_success(s->creds->user);
 		session_wipe_creds(s);
 		free(s->client_id);
@@ -534,6 +565,12 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	}
 	log_event(LOG_LVL_DEBUG, s->id, "route", "user=%s backend=%s", s->user,
 	          s->backend->name);
+	/* IMAP session cache: the key of this user and password. Not for a
+	 * backend that lives only as long as this session. */
+	s->cache_keyed = s->lc->proto == PROTO_IMAP &&
+	                 s->cfg->session_cache.ttl > 0 && !s->dyn_backend;
+	if (s->cache_keyed)
+		sesscache_key(s->creds->user, s->creds->pass, &s->cache_key);
 	s->req = (struct login_req){
 	    .user = s->creds->user,
 	    .pass = s->creds->pass,

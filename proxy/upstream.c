@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 
@@ -361,6 +362,51 @@ int upstream_attach(struct upstream *u, const struct login_req *req,
 	return 0;
 }
 
+void upstream_park(struct upstream *u)
+{
+	if (u->c.loop)
+		ev_timer_stop(u->c.loop, &u->timer);
+	conn_detach(&u->c);
+	u->owner = NULL;
+	u->done = NULL;
+	u->req = NULL;
+}
+
+int upstream_adopt(struct upstream *u, struct ev_loop *loop,
+                   const struct login_req *req, upstream_done_cb *done,
+                   void *owner, char *caps)
+{
+	conn_attach(&u->c, loop, up_conn_cb, u);
+	if (!still_quiet(u))
+		return -1;
+	free(u->caps);
+	u->caps = caps;
+	u->req = req;
+	u->done = done;
+	u->owner = owner;
+	u->result = AUTH_OK;
+	u->finished = u->cached = true;
+	u->reported = u->warm = u->conn_failed = false;
+	snprintf(u->detail, sizeof(u->detail), "cached");
+	/* Report from the timer, not from inside the caller. */
+	ev_timer_set(&u->timer, 0., 0.);
+	ev_timer_start(loop, &u->timer);
+	return 0;
+}
+
+bool upstream_caps_has(const char *caps, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = caps; p && *p;) {
+		size_t w = strcspn(p, " ");
+		if (w == n && strncasecmp(p, word, n) == 0)
+			return true;
+		p += w + (p[w] == ' ');
+	}
+	return false;
+}
+
 const char *upstream_leftover(struct upstream *u, size_t *len)
 {
 	*len = u->rlen;
@@ -386,7 +432,8 @@ void upstream_free(struct upstream *u)
 {
 	if (!u)
 		return;
-	ev_timer_stop(u->c.loop, &u->timer);
+	if (u->c.loop) /* NULL while parked in the session cache */
+		ev_timer_stop(u->c.loop, &u->timer);
 	u->ops->cleanup(u);
 	conn_close(&u->c);
 	admission_give(u->slot);

@@ -335,8 +335,9 @@ class Dovecot(LogFile):
                  ssl_key=None, disable_plaintext_auth=False,
                  trusted_networks="127.0.0.0/8", master_users=None,
                  address="127.0.0.1", auth_inet_port=None,
-                 submission_relay=None):
+                 submission_relay=None, extra_conf=""):
         Dovecot._seq += 1
+        self.extra_conf = extra_conf  # appended to dovecot.conf as it is
         self.name = name
         self.hostname = hostname or name
         self.workdir = workdir
@@ -552,7 +553,8 @@ service stats {{
 service auth {{
   client_limit = 5000
 }}
-""".format(inst=self.instance_name, base=self.base_dir, state=self.state_dir,
+{extra}
+""".format(extra=self.extra_conf, inst=self.instance_name, base=self.base_dir, state=self.state_dir,
            log=self.log_path, protocols=protocols, passwd=self.passwd_path,
            port=self.port, host=self.hostname, ssl=ssl, imaps=imaps,
            dpa="yes" if self.disable_plaintext_auth else "no",
