@@ -34,13 +34,17 @@ void sesscache_key(const char *user, const char *pass,
 /*
  * Keep u, parked (upstream_park()), for cfg->session_cache.ttl seconds as
  * the connection of key at b; caps (owned, may be NULL) are the backend's
- * capabilities to give the next client. Evicts the least recently used
- * entry of the same key beyond per_user, and of all beyond max. Takes
- * ownership of u and caps in every case.
+ * capabilities to give the next client. Takes ownership of u and caps in
+ * every case. The entry joins the table at this thread's next
+ * sesscache_publish() (the worker calls it between loop iterations), so no
+ * other thread sees u while this one may still be inside u's callbacks;
+ * then the least recently used entry of the same key beyond per_user, and
+ * of all beyond max, is evicted.
  */
 void sesscache_put(struct config *cfg, const struct backend *b,
                    const struct sesscache_key *key, struct upstream *u,
                    char *caps, uint64_t sid);
+void sesscache_publish(void);
 
 /*
  * The most recently stored connection of key at b, unlinked and handed to

@@ -37,11 +37,13 @@ struct entry {
 	struct upstream *u;
 	char *caps;
 	ev_tstamp expires;
+	unsigned long long seq; /* order of arrival: newer is larger */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *buckets[BUCKETS];
 static struct entry *oldest, *newest;
+static unsigned long long seq;
 static struct sesscache_stats st;
 static struct sesscache_stats st_logged;
 static ev_tstamp stats_at;
@@ -141,19 +143,25 @@ static struct entry *oldest_of(const struct sesscache_key *key,
 	for (struct entry *e = buckets[bucket_of(key)]; e; e = e->chain)
 		if (same(e, key, b)) {
 			(*n)++;
-			if (!found || e->expires < found->expires)
+			if (!found || e->seq < found->seq)
 				found = e;
 		}
 	return found;
 }
 
+/*
+ * Connections parked during this loop iteration: they join the table only
+ * from sesscache_publish(), once the conn callback that parked them has
+ * returned, so no other worker can take one while this thread still
+ * touches it.
+ */
+static __thread struct entry *pending;
+
 void sesscache_put(struct config *cfg, const struct backend *b,
                    const struct sesscache_key *key, struct upstream *u,
                    char *caps, uint64_t sid)
 {
-	const struct session_cache_conf *sc = &cfg->session_cache;
-	struct entry *e = calloc(1, sizeof(*e)), *victims = NULL, *old;
-	unsigned n;
+	struct entry *e = calloc(1, sizeof(*e));
 
 	if (!e) {
 		upstream_free(u);
@@ -165,18 +173,32 @@ void sesscache_put(struct config *cfg, const struct backend *b,
 	e->cfg = config_ref(cfg);
 	e->u = u;
 	e->caps = caps;
-	e->expires = ev_time() + sc->ttl;
-	pthread_mutex_lock(&lock);
-	while ((old = oldest_of(key, b, &n)) && n >= sc->per_user) {
-		push(&victims, old);
+	e->chain = pending;
+	pending = e;
+	log_event(LOG_LVL_DEBUG, sid, "session_cache",
+	          "backend=%s result=stored ttl=%.0f", b->name,
+	          cfg->session_cache.ttl);
+}
+
+/* Into the table, making room by the limits (under the lock). */
+static void insert(struct entry *e, struct entry **victims)
+{
+	const struct session_cache_conf *sc = &e->cfg->session_cache;
+	struct entry *old;
+	unsigned n;
+
+	while ((old = oldest_of(&e->key, e->b, &n)) && n >= sc->per_user) {
+		push(victims, old);
 		st.evicted++;
 	}
 	while (oldest && st.entries >= sc->max) {
-		push(&victims, oldest);
+		push(victims, oldest);
 		st.evicted++;
 	}
-	e->chain = buckets[bucket_of(key)];
-	buckets[bucket_of(key)] = e;
+	e->expires = ev_time() + sc->ttl;
+	e->seq = ++seq;
+	e->chain = buckets[bucket_of(&e->key)];
+	buckets[bucket_of(&e->key)] = e;
 	e->older = newest;
 	if (newest)
 		newest->newer = e;
@@ -185,11 +207,21 @@ void sesscache_put(struct config *cfg, const struct backend *b,
 	newest = e;
 	st.entries++;
 	st.stored++;
-	n = st.entries;
+}
+
+void sesscache_publish(void)
+{
+	struct entry *list = pending, *victims = NULL;
+
+	if (!list)
+		return;
+	pending = NULL;
+	pthread_mutex_lock(&lock);
+	for (struct entry *e = list, *next; e; e = next) {
+		next = e->chain;
+		insert(e, &victims);
+	}
 	pthread_mutex_unlock(&lock);
-	log_event(LOG_LVL_DEBUG, sid, "session_cache",
-	          "backend=%s result=stored entries=%u ttl=%.0f", b->name, n,
-	          sc->ttl);
 	release(victims, "evicted (least recently used)");
 }
 
@@ -201,7 +233,7 @@ struct upstream *sesscache_take(const struct backend *b,
 
 	pthread_mutex_lock(&lock);
 	for (e = buckets[bucket_of(key)]; e; e = e->chain)
-		if (same(e, key, b) && (!found || e->expires > found->expires))
+		if (same(e, key, b) && (!found || e->seq > found->seq))
 			found = e;
 	if (found)
 		unlink_entry(found);

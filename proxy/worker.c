@@ -20,6 +20,7 @@
 #include "log.h"
 #include "pool.h"
 #include "admission.h"
+#include "sesscache.h"
 #include "session.h"
 #include "upstream.h"
 
@@ -204,6 +205,7 @@ static void reap_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 		w->zombies = s->next_zombie;
 		session_free(s);
 	}
+	sesscache_publish();
 	upstream_reap();
 	if (w->stopping && w->nsessions == 0)
 		ev_break(loop, EVBREAK_ALL);
@@ -292,6 +294,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 
 	ev_run(w->loop, 0);
+	sesscache_publish(); /* main closes the cache once workers are gone */
 	pool_free(w->pool);
 	w->pool = NULL;
 	while (w->zombies) {
