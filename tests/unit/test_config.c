@@ -361,6 +361,40 @@ static void test_connection_limit_settings(void **state)
 	assert_non_null(strstr(errs, "queue_timeout"));
 }
 
+static void test_session_cache_settings(void **state)
+{
+	char errs[2048], text[2048];
+	struct config *c;
+
+	(void)state;
+	c = load(good, errs, sizeof(errs));
+	assert_non_null(c);
+	assert_true(c->session_cache.ttl == 30);
+	assert_int_equal(c->session_cache.per_user, 4);
+	assert_int_equal(c->session_cache.max, 1000);
+	config_unref(c);
+	snprintf(text, sizeof(text), "%simap = { cache_ttl = 0; cache_per_user"
+	         " = 1; cache_max = 5; };\n", good);
+	c = load(text, errs, sizeof(errs));
+	assert_non_null(c);
+	assert_true(c->session_cache.ttl == 0);
+	assert_int_equal(c->session_cache.per_user, 1);
+	assert_int_equal(c->session_cache.max, 5);
+	config_unref(c);
+	snprintf(text, sizeof(text), "%simap = { cache_ttl = 3601; "
+	         "cache_per_user = 0; cache_max = 0; };\n", good);
+	c = load(text, errs, sizeof(errs));
+	assert_null(c);
+	assert_non_null(strstr(errs, "cache_ttl"));
+	assert_non_null(strstr(errs, "cache_per_user"));
+	assert_non_null(strstr(errs, "cache_max"));
+	/* a cache setting is IMAP's alone */
+	snprintf(text, sizeof(text), "%spop3 = { cache_ttl = 5; };\n", good);
+	c = load(text, errs, sizeof(errs));
+	assert_null(c);
+	assert_non_null(strstr(errs, "cache_ttl"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -377,6 +411,7 @@ int main(void)
 	    cmocka_unit_test(test_ldap_settings),
 	    cmocka_unit_test(test_ldap_errors),
 	    cmocka_unit_test(test_warm_pool_settings),
+	    cmocka_unit_test(test_session_cache_settings),
 	    cmocka_unit_test(test_connection_limit_settings),
 	};
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);
