@@ -308,10 +308,15 @@ static void start_command(struct imap_track *t, unsigned char kind, bool lf)
 		command_end(t);
 }
 
-/* "tag LOGOUT" LF, begun in this call and ending it: not forwarded. */
+/*
+ * "tag LOGOUT" LF, begun in this call and ending it: not forwarded. Not
+ * when its tag is still in flight: Postern's tagged OK and the earlier
+ * command's could not be told apart (the command goes on, and goes dirty).
+ */
 static bool intercept(struct imap_track *t, struct run *r)
 {
-	if (r->start == SIZE_MAX || r->i + 1 != r->len)
+	if (r->start == SIZE_MAX || r->i + 1 != r->len ||
+	    fl_find(t, t->ctag) >= 0)
 		return false;
 	memcpy(t->logout_tag, t->ctag, (size_t)t->ctaglen + 1);
 	t->logout = true;
