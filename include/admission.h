@@ -40,6 +40,8 @@ void admission_cancel(struct admission_wait *aw);
 /* On w's loop, from its wake-up: hand granted slots to their sessions. */
 void admission_deliver(struct worker *w);
 
+/* Logins (of any worker) are queued for a connection to b. */
+bool admission_queued(const struct backend *b);
 /* Connections to the backend called name now, and logins waiting. */
 void admission_load(const char *name, unsigned *active, unsigned *waiting);
 

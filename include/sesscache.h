@@ -7,9 +7,10 @@
  *
  * Process-wide, under one lock: a parked connection has no watcher on any
  * loop, so whichever worker the next login lands on can adopt it. Keys are
- * a keyed hash (HMAC-SHA-256 with a random per-process secret) of user and
- * password: the password itself is never kept, and a different password
- * never finds an entry.
+ * a keyed hash (HMAC-SHA-256 with a random per-process secret) of user,
+ * password (and the client's address where the backend was told it): the
+ * password itself is never kept, and a different password never finds an
+ * entry.
  */
 #ifndef POSTERN_SESSCACHE_H
 #define POSTERN_SESSCACHE_H
@@ -27,8 +28,12 @@ struct sesscache_key {
 	unsigned char k[SESSCACHE_KEY_LEN];
 };
 
-/* The key for user and password (and nothing else). */
-void sesscache_key(const char *user, const char *pass,
+/*
+ * The key for user, password and client address: ip is the client's
+ * address when the backend is told it (a trusted backend gets it with ID
+ * at login, and a cached session keeps what it was told), else "".
+ */
+void sesscache_key(const char *user, const char *pass, const char *ip,
                    struct sesscache_key *out);
 
 /*

@@ -186,6 +186,16 @@ void admission_deliver(struct worker *w)
 	}
 }
 
+bool admission_queued(const struct backend *b)
+{
+	unsigned active, waiting;
+
+	if (!b->max_connections)
+		return false;
+	admission_load(b->name, &active, &waiting);
+	return waiting > 0;
+}
+
 void admission_load(const char *name, unsigned *active, unsigned *waiting)
 {
 	pthread_mutex_lock(&lock);

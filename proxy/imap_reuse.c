@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admission.h"
 #include "imap_track.h"
 #include "log.h"
 #include "sesscache.h"
@@ -161,7 +162,9 @@ void imap_reuse_step(struct session *s)
 	}
 	if (!imap_track_idle(&r->t) || conn_has_output(&s->up->c))
 		return; /* earlier commands are still being answered */
-	if (!r->t.selected)
+	if (admission_queued(s->backend))
+		give_up(s, "a queued login needs the connection");
+	else if (!r->t.selected)
 		park(s);
 	else if (r->state == R_RESET)
 		give_up(s, "UNSELECT failed");

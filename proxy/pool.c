@@ -151,17 +151,6 @@ static void top_up(struct warm_pool *p, struct config *cfg,
 	}
 }
 
-/* Logins (of any worker) are queued for a connection to b. */
-static bool logins_waiting(const struct backend *b)
-{
-	unsigned active, waiting;
-
-	if (!b->max_connections)
-		return false;
-	admission_load(b->name, &active, &waiting);
-	return waiting > 0;
-}
-
 /* Expire old and orphaned connections, then top every backend up. */
 static void refill(struct warm_pool *p)
 {
@@ -175,7 +164,7 @@ static void refill(struct warm_pool *p)
 			continue;
 		if (e->cfg != cfg)
 			drop(e, "configuration reloaded");
-		else if (logins_waiting(e->b))
+		else if (admission_queued(e->b))
 			drop(e, "a queued login needs the connection");
 		else if (now - e->since >= e->b->warm_lifetime)
 			drop(e, "lifetime over");

@@ -12,6 +12,7 @@
  */
 #include "sesscache.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,23 +58,22 @@ static void secret_init(void)
 		abort(); /* no randomness: no safe keys; never happens on Linux */
 }
 
-void sesscache_key(const char *user, const char *pass,
+void sesscache_key(const char *user, const char *pass, const char *ip,
                    struct sesscache_key *out)
 {
-	unsigned char msg[2 * (CRED_MAX + 1)];
-	size_t ul = strlen(user), pl = strlen(pass);
+	unsigned char msg[2 * (CRED_MAX + 1) + INET6_ADDRSTRLEN];
+	size_t ul = strnlen(user, CRED_MAX), pl = strnlen(pass, CRED_MAX);
+	size_t il = strnlen(ip, INET6_ADDRSTRLEN - 1);
 	unsigned int len = sizeof(out->k);
 
 	pthread_once(&secret_once, secret_init);
-	/* user NUL password: neither may hold a NUL, so the split is unique */
-	if (ul > CRED_MAX)
-		ul = CRED_MAX;
-	if (pl > CRED_MAX)
-		pl = CRED_MAX;
+	/* user NUL password NUL ip: none holds a NUL, so the split is unique */
 	memcpy(msg, user, ul);
 	msg[ul] = '\0';
 	memcpy(msg + ul + 1, pass, pl);
-	if (!HMAC(EVP_sha256(), secret, sizeof(secret), msg, ul + 1 + pl,
+	msg[ul + 1 + pl] = '\0';
+	memcpy(msg + ul + pl + 2, ip, il);
+	if (!HMAC(EVP_sha256(), secret, sizeof(secret), msg, ul + pl + 2 + il,
 	          out->k, &len))
 		RAND_bytes(out->k, sizeof(out->k)); /* matches nothing */
 	OPENSSL_cleanse(msg, sizeof(msg));

@@ -565,12 +565,15 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	}
 	log_event(LOG_LVL_DEBUG, s->id, "route", "user=%s backend=%s", s->user,
 	          s->backend->name);
-	/* IMAP session cache: the key of this user and password. Not for a
-	 * backend that lives only as long as this session. */
+	/* IMAP session cache: the key of this user and password (and the
+	 * client's address, which a trusted backend is told once per
+	 * connection). Not for a backend that lives only as long as this
+	 * session. */
 	s->cache_keyed = s->lc->proto == PROTO_IMAP &&
 	                 s->cfg->session_cache.ttl > 0 && !s->dyn_backend;
 	if (s->cache_keyed)
-		sesscache_key(s->creds->user, s->creds->pass, &s->cache_key);
+		sesscache_key(s->creds->user, s->creds->pass,
+		              s->backend->trusted ? s->peer_ip : "", &s->cache_key);
 	s->req = (struct login_req){
 	    .user = s->creds->user,
 	    .pass = s->creds->pass,

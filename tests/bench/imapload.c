@@ -15,6 +15,12 @@
  *       holds them until stdin closes, SIGINT/SIGTERM, or -d seconds have
  *       passed since the start; then DONE + LOGOUT on every session.
  *
+ * With --marks, login/webmail print "MARK start" on stdout when the measured
+ * window opens (after --warmup) and "MARK end" when it closes, so that a
+ * caller can sample the servers (log sizes, counters) at those moments.
+ * With --latencies FILE they write the latency of every session finished in
+ * the measured window to FILE, in ms, one a line (to merge several runs).
+ *
  * The last line on stdout is machine-readable, e.g.
  *   RESULT mode=login sessions=1234 rate=411.3 p50_ms=4.1 p99_ms=12.0 errors=0 ...
  * sessions= and the latencies count what finished inside the measured window
@@ -132,6 +138,8 @@ static const char *o_password = "pass";
 static double o_timeout = 10;
 static int o_verbose = 1; /* error details printed (first few) */
 static const char *o_fetch_range = "1:10";
+static int o_marks;
+static const char *o_lat_file;
 
 /* state */
 static struct ev_loop *loop;
@@ -158,7 +166,7 @@ static unsigned idle_started, idle_ready, idle_failed;
 static int idle_phase; /* 0 setup, 1 hold, 2 teardown */
 static double idle_ready_at;
 static ev_io stdin_w;
-static ev_timer deadline_w, drain_w, kick_w;
+static ev_timer deadline_w, drain_w, kick_w, mark_w;
 static ev_signal sigint_w, sigterm_w;
 static int signalled;
 
@@ -170,6 +178,14 @@ static void idle_teardown(void);
 static void idle_start_next(void);
 
 static double now(void) { return ev_now(loop); }
+
+static void mark(const char *what)
+{
+	if (!o_marks)
+		return;
+	printf("MARK %s\n", what);
+	fflush(stdout);
+}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -926,6 +942,8 @@ static void stop_loops(void)
 		return;
 	running = 0;
 	t_end = ev_time() < t_end ? ev_time() : t_end;
+	ev_timer_stop(loop, &mark_w);
+	mark("end");
 	/* idle slots waiting to restart are retired now; the rest finish */
 	for (unsigned i = 0; i < nclients; i++) {
 		struct client *c = &clients[i];
@@ -939,6 +957,14 @@ static void stop_loops(void)
 	ev_timer_start(loop, &drain_w);
 	if (!active)
 		ev_break(loop, EVBREAK_ALL);
+}
+
+static void mark_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)l;
+	(void)w;
+	(void)revents;
+	mark("start");
 }
 
 static void deadline_cb(struct ev_loop *l, ev_timer *w, int revents)
@@ -995,6 +1021,11 @@ static void usage(FILE *f)
 	    "      --user-start N    first user number (default 0)\n"
 	    "      --password PW     every user's password (default \"pass\")\n"
 	    "      --fetch-range SET webmail: FETCH SET (FLAGS ENVELOPE) (1:10)\n"
+	    "      --marks           login/webmail: print \"MARK start\" and\n"
+	    "                        \"MARK end\" when the measured window opens\n"
+	    "                        and closes\n"
+	    "      --latencies FILE  login/webmail: write each measured session's\n"
+	    "                        latency (ms) to FILE, one a line\n"
 	    "  -t, --timeout S       per-step timeout (default 10)\n"
 	    "  -q, --quiet           do not print error details\n");
 }
@@ -1070,6 +1101,8 @@ int main(int argc, char **argv)
 	    {"user-start", required_argument, 0, 's'},
 	    {"password", required_argument, 0, 'P'},
 	    {"fetch-range", required_argument, 0, 'F'},
+	    {"marks", no_argument, 0, 'M'},
+	    {"latencies", required_argument, 0, 'L'},
 	    {"timeout", required_argument, 0, 't'},
 	    {"quiet", no_argument, 0, 'q'},
 	    {"help", no_argument, 0, 'h'},
@@ -1091,6 +1124,8 @@ int main(int argc, char **argv)
 		case 's': o_user_start = (unsigned)parse_num(optarg, "user-start", 0, 1e9); break;
 		case 'P': o_password = optarg; break;
 		case 'F': o_fetch_range = optarg; break;
+		case 'M': o_marks = 1; break;
+		case 'L': o_lat_file = optarg; break;
 		case 't': o_timeout = parse_num(optarg, "timeout", 0.1, 3600); break;
 		case 'q': o_verbose = 0; break;
 		case 'h': usage(stdout); return 0;
@@ -1176,6 +1211,12 @@ int main(int argc, char **argv)
 		t_end = t_measure + o_duration;
 		ev_timer_init(&deadline_w, deadline_cb, o_warmup + o_duration, 0);
 		ev_timer_start(loop, &deadline_w);
+		if (o_warmup > 0) {
+			ev_timer_init(&mark_w, mark_cb, o_warmup, 0);
+			ev_timer_start(loop, &mark_w);
+		} else {
+			mark("start");
+		}
 		active = nclients;
 		for (unsigned i = 0; i < nclients; i++)
 			client_start(&clients[i]);
@@ -1186,6 +1227,15 @@ int main(int argc, char **argv)
 	for (int e = 0; e < E_COUNT; e++)
 		nerr += errors[e];
 	qsort(lat, nlat, sizeof(*lat), cmp_double);
+	if (o_lat_file && o_mode != MODE_IDLE) {
+		FILE *lf = fopen(o_lat_file, "w");
+		if (!lf)
+			die("cannot write %s", o_lat_file);
+		for (size_t i = 0; i < nlat; i++)
+			fprintf(lf, "%.3f\n", lat[i]);
+		if (fclose(lf) != 0)
+			die("cannot write %s", o_lat_file);
+	}
 	char errs[512] = "";
 	size_t eo = 0;
 	for (int e = 0; e < E_COUNT; e++)

@@ -765,7 +765,7 @@ def ldap_benchmarks(work, binary, cert, key, users_text, res, notes):
             "listeners": [{"protocol": "imap",
                            "address": "127.0.0.1:%d" % port, "tls": "none",
                            "pool": "default"}],
-            "imap": {"greeting": "Postern ready."},
+            "imap": {"greeting": "Postern ready.", "cache_ttl": 0},
         })
         try:
             dovecot.settle()

@@ -7,6 +7,18 @@ and the login is logged in logfmt."""
 import pytest
 
 from helpers import imap_plain, imap_ssl, landing_host, raw, tagged_status
+from conftest import _stop_all
+
+
+@pytest.fixture(scope="module")
+def module_postern(postern_launcher):
+    """These tests read each login, and the address it came from, in the
+    backend's log: with the session cache a repeated login of the same user
+    would need no backend login at all (test_imap_session_cache.py), so
+    this module's Postern has it off."""
+    p = postern_launcher.start(imap={"cache_ttl": 0})
+    yield p
+    _stop_all([p])
 
 
 @pytest.mark.parametrize("name,host", [

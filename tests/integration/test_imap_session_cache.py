@@ -18,9 +18,15 @@ import servers
 from helpers import imap_ssl, imap_plain, inbox_subjects, landing_host, raw
 
 
-def backend_logins(d, mark, user=None):
-    """Successful logins the backend logged since mark."""
-    needle = "Login: user=<%s>" % user if user else "Login: user=<"
+def backend_logins(d, mark, user, settle=0.5, timeout=10):
+    """Successful logins of user the backend logged since mark. Dovecot
+    writes its log through a log process, a little after the fact: wait
+    for the first line, then a moment for any more."""
+    needle = "Login: user=<%s>" % user
+    deadline = time.monotonic() + timeout
+    while needle not in d.log_since(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle)
     return d.log_since(mark).count(needle)
 
 
@@ -196,6 +202,28 @@ def test_new_password_never_gets_the_cached_session(cached_px, ssl_ctx,
         login(p, ssl_ctx, "alice", changed.password)
     assert not p.events(since=mark, event="login", user="alice",
                         cached="1")
+
+
+def test_other_client_address_gets_its_own_session(cached_px, ssl_ctx,
+                                                   users, dove):
+    """A trusted backend was told the first client's address (ID
+    x-originating-ip): a login from another address must not inherit it."""
+    p = cached_px(workers=1)
+    pw = users["alice"].password
+    mark, dmark = p.log_mark(), dove.log_mark()
+    login(p, ssl_ctx, "alice", pw).logout()
+    stored(p, mark)
+    with raw(p.imaps_port, tls=True, ssl_context=ssl_ctx,
+             source="127.0.0.2") as c:
+        _, ok = c.command("a", 'LOGIN alice "%s"' % pw)
+        assert ok.startswith(b"a OK"), ok
+        c.send(b"b LOGOUT\r\n")
+        bye_then_ok(c, "b")
+    assert logins(p, mark, "alice", 2)[1].get("cached") == "0"
+    dove.wait_log(r"Login: user=<alice>[^\n]*rip=127\.0\.0\.2,", since=dmark)
+    # each address now has its own cached session
+    login(p, ssl_ctx, "alice", pw).logout()
+    assert logins(p, mark, "alice", 3)[2].get("cached") == "1"
 
 
 def test_wrong_password_gets_no_session(cached_px, ssl_ctx, users):

@@ -50,7 +50,7 @@ static struct sesscache_key key(const char *user, const char *pass)
 {
 	struct sesscache_key k;
 
-	sesscache_key(user, pass, &k);
+	sesscache_key(user, pass, "", &k);
 	return k;
 }
 
@@ -86,7 +86,7 @@ static unsigned entries(void)
 	return st.entries;
 }
 
-static void test_key_is_user_and_password(void **state)
+static void test_key_is_user_password_and_address(void **state)
 {
 	struct sesscache_key a = key("alice", "pw"), b = key("alice", "pw");
 	struct sesscache_key c = key("alice", "pW"), d = key("alicep", "w");
@@ -97,6 +97,13 @@ static void test_key_is_user_and_password(void **state)
 	assert_memory_not_equal(a.k, c.k, sizeof(a.k));
 	assert_memory_not_equal(a.k, d.k, sizeof(a.k)); /* the split counts */
 	assert_memory_not_equal(a.k, e.k, sizeof(a.k));
+	/* the client's address, where the backend is told it */
+	sesscache_key("alice", "pw", "127.0.0.2", &d);
+	sesscache_key("alice", "pw", "127.0.0.2", &e);
+	assert_memory_equal(d.k, e.k, sizeof(d.k));
+	assert_memory_not_equal(a.k, d.k, sizeof(a.k));
+	sesscache_key("alice", "pw127.0.0.2", "", &e);
+	assert_memory_not_equal(d.k, e.k, sizeof(d.k));
 }
 
 static void test_take_by_key_and_backend(void **state)
@@ -223,7 +230,7 @@ static void test_flush_and_counters(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup(test_key_is_user_and_password, setup),
+	    cmocka_unit_test_setup(test_key_is_user_password_and_address, setup),
 	    cmocka_unit_test_setup(test_take_by_key_and_backend, setup),
 	    cmocka_unit_test_setup(test_newest_first, setup),
 	    cmocka_unit_test_setup(test_per_user_limit_evicts_oldest, setup),
