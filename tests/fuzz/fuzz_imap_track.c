@@ -323,6 +323,18 @@ static void check_logout_forwarded(const struct at *before,
 	}
 }
 
+/* tag is awaiting its tagged reply in t: a LOGOUT under it is not taken
+ * over (two tagged replies could not be told apart). */
+static bool tag_in_flight(const struct imap_track *t, const char *tag)
+{
+	unsigned i;
+
+	for (i = 0; i < t->inflight; i++)
+		if (strcmp(t->fl[i].tag, tag) == 0)
+			return true;
+	return false;
+}
+
 /* W or C: a client segment in its chunks, after B has read it. */
 static void x_client(struct feeder *d, const struct seg *s,
                      const struct imap_track *b_end)
@@ -341,7 +353,8 @@ static void x_client(struct feeder *d, const struct seg *s,
 				if (s->p[j] == '\n')
 					start = j + 1;
 			expect = b_at[start].boundary &&
-			         ref_logout(s->p + start, e - start, tag);
+			         ref_logout(s->p + start, e - start, tag) &&
+			         !tag_in_flight(&b_snap[start], tag);
 		}
 		ret = call_client(&d->t, s->p + a, e - a);
 		if (!expect) {
