@@ -21,7 +21,6 @@ enum up_state {
 	UPS_GREETING,
 	UPS_STARTTLS,
 	UPS_CAPA,     /* CAPABILITY before login */
-	UPS_ID,
 	UPS_AUTH_CONT, /* AUTHENTICATE PLAIN without SASL-IR: waiting for "+" */
 	UPS_LIT_CONT,  /* LOGIN with a synchronizing literal: waiting for "+" */
 	UPS_LOGIN,
@@ -111,7 +110,6 @@ static void send_id(struct upstream *u)
 {
 	const struct login_req *r = u->req;
 
-	ist(u)->state = UPS_ID;
 	upstream_send(u,
 	              "%s ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
 	              "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\" "
@@ -121,12 +119,18 @@ static void send_id(struct upstream *u)
 	              r->client_id[0] ? " " : "", r->client_id);
 }
 
-/* From the ready point: a user's login starts here. */
+/*
+ * From the ready point: a user's login starts here. ID and the login go
+ * out together: the backend answers commands in order, so it knows the
+ * client's address before it sees the login, and the login saves a round
+ * trip. The ID's replies are untagged data or a tag the login dialogue
+ * does not wait for, and an ID refusal is no reason to fail.
+ */
 static void imap_up_begin_login(struct upstream *u)
 {
 	if (u->b->trusted)
 		send_id(u);
-	else
+	if (!u->finished)
 		send_login(u);
 }
 
@@ -320,11 +324,6 @@ static void tls_ok(struct upstream *u)
 	upstream_starttls(u);
 }
 
-static void id_done(struct upstream *u)
-{
-	send_login(u);
-}
-
 static void login_complete(struct upstream *u)
 {
 	if (!ist(u)->have_caps) {
@@ -404,10 +403,6 @@ static void imap_up_line(struct upstream *u, const char *line, size_t len)
 		break;
 	case UPS_CAPA:
 		on_tagged_ok_only(u, line, len, capa_done);
-		break;
-	case UPS_ID:
-		if (is_tagged(u, line, len))
-			id_done(u); /* an ID refusal is no reason to fail */
 		break;
 	case UPS_AUTH_CONT:
 	case UPS_LIT_CONT:
