@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ascii.h"
+
 /* Client side: what the next client byte is. */
 enum cstate {
 	C_TAG,       /* a tag; with ctaglen 0, a command boundary */
@@ -121,24 +123,6 @@ static const struct keyword {
 	{"MODSEQ", false, "CONDSTORE"},
 	{"CHANGED", false, "CONDSTORE"},
 };
-
-static unsigned char upper(unsigned char c)
-{
-	return (unsigned char)(c >= 'a' && c <= 'z' ? c - ('a' - 'A') : c);
-}
-
-/* s[0..n) equals the upper-case word, ignoring case. */
-static bool word_equal(const char *s, size_t n, const char *word)
-{
-	size_t i;
-
-	if (strlen(word) != n)
-		return false;
-	for (i = 0; i < n; i++)
-		if (upper((unsigned char)s[i]) != (unsigned char)word[i])
-			return false;
-	return true;
-}
 
 /* RFC 9051 tag: 1*<ASTRING-CHAR except "+">. */
 static bool is_tag_char(unsigned char c)
@@ -293,7 +277,7 @@ static const struct cmd_def *lookup(const struct imap_track *t)
 	size_t i;
 
 	for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		if (word_equal(t->word, t->wlen, commands[i].name))
+		if (ascii_word_equal(t->word, t->wlen, commands[i].name))
 			return &commands[i];
 	return NULL;
 }
@@ -366,10 +350,10 @@ static void keyword_byte(struct imap_track *t, unsigned char c)
 
 		if (keywords[k].search_only && t->kind != K_SEARCH)
 			continue;
-		if (upper(c) == (unsigned char)w[t->match[k]])
+		if (ascii_upper(c) == (unsigned char)w[t->match[k]])
 			t->match[k]++;
 		else
-			t->match[k] = upper(c) == (unsigned char)w[0];
+			t->match[k] = ascii_upper(c) == (unsigned char)w[0];
 		if (w[t->match[k]] == '\0') {
 			set_dirty(t, keywords[k].why);
 			return;
@@ -419,7 +403,7 @@ static void done_byte(struct imap_track *t, unsigned char c)
 {
 	if (c == '\n' && t->wlen == 4)
 		to_boundary(t);
-	else if (c != '\n' && t->wlen < 4 && upper(c) == "DONE"[t->wlen])
+	else if (c != '\n' && t->wlen < 4 && ascii_upper(c) == "DONE"[t->wlen])
 		t->wlen++;
 	else
 		set_dirty(t, "unexpected bytes in IDLE");
@@ -560,12 +544,12 @@ static void untagged_word(struct imap_track *t, bool lf)
 
 	if (n == 0)
 		set_dirty(t, UNPARSABLE_BACKEND);
-	else if (word_equal(w, n, "BYE"))
+	else if (ascii_word_equal(w, n, "BYE"))
 		set_dirty(t, "backend said BYE");
-	else if (word_equal(w, n, "BAD"))
+	else if (ascii_word_equal(w, n, "BAD"))
 		set_dirty(t, "backend said BAD"); /* a line it could not tie to a tag */
-	else if (word_equal(w, n, "OK") || word_equal(w, n, "NO") ||
-	         word_equal(w, n, "PREAUTH"))
+	else if (ascii_word_equal(w, n, "OK") || ascii_word_equal(w, n, "NO") ||
+	         ascii_word_equal(w, n, "PREAUTH"))
 		t->sstate = lf ? S_START : S_STATUS;
 	else
 		t->sstate = S_DATA;
@@ -634,11 +618,11 @@ static void tword_byte(struct imap_track *t, unsigned char c)
 		word_add(t, c);
 		return;
 	}
-	if (word_equal(t->sword, t->swlen, "OK")) {
+	if (ascii_word_equal(t->sword, t->swlen, "OK")) {
 		t->status = ST_OK;
-	} else if (word_equal(t->sword, t->swlen, "NO")) {
+	} else if (ascii_word_equal(t->sword, t->swlen, "NO")) {
 		t->status = ST_NO;
-	} else if (word_equal(t->sword, t->swlen, "BAD")) {
+	} else if (ascii_word_equal(t->sword, t->swlen, "BAD")) {
 		t->status = ST_BAD;
 	} else {
 		set_dirty(t, UNPARSABLE_BACKEND);

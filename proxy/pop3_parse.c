@@ -5,6 +5,7 @@
  * line_max), then checks the whole line. It owns no memory, does no I/O,
  * and its error texts are constants that never carry client bytes.
  */
+#include "ascii.h"
 #include "line.h"
 #include "pop3_parse.h"
 
@@ -23,11 +24,6 @@ struct argout {
 static int is_letter(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-
-static char upper(unsigned char c)
-{
-	return (char)(c >= 'a' && c <= 'z' ? c - ('a' - 'A') : c);
 }
 
 /* NUL, CR and the other controls (and DEL) are refused anywhere. */
@@ -60,7 +56,7 @@ static const char *parse_keyword(const unsigned char *s, size_t n,
 	if (k < KEYWORD_MIN)
 		return "keyword must be 3 or 4 letters";
 	for (*pos = 0; *pos < k; (*pos)++)
-		cmd->keyword[*pos] = upper(s[*pos]);
+		cmd->keyword[*pos] = ascii_upper(s[*pos]);
 	cmd->keyword[k] = '\0';
 	return NULL;
 }

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ascii.h"
+
 #define REFUSED_LEN (sizeof(SMTP_FILTER_REFUSED) - 1)
 /* XFORWARD: a longer verb cannot be one this file acts on. */
 #define VERB_LONGEST 8
@@ -81,24 +83,6 @@ static bool is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
-static unsigned char upper(unsigned char c)
-{
-	return (unsigned char)(c >= 'a' && c <= 'z' ? c - ('a' - 'A') : c);
-}
-
-/* s[0..n) equals the upper-case NUL-terminated word, ignoring case. */
-static bool word_equal(const char *s, size_t n, const char *word)
-{
-	size_t i;
-
-	if (strlen(word) != n)
-		return false;
-	for (i = 0; i < n; i++)
-		if (upper((unsigned char)s[i]) != (unsigned char)word[i])
-			return false;
-	return true;
-}
-
 /*
  * Postfix matches the whole first token, case-insensitively, so "XCLIENTS"
  * is not XCLIENT. DATA is matched with any argument: the backend's reply
@@ -108,12 +92,12 @@ static enum verb_kind classify(const char *s, size_t n)
 {
 	/* STARTTLS too: TLS from the client straight to the backend would
 	 * hide every later line from this watch. */
-	if (word_equal(s, n, "XCLIENT") || word_equal(s, n, "XFORWARD") ||
-	    word_equal(s, n, "STARTTLS"))
+	if (ascii_word_equal(s, n, "XCLIENT") || ascii_word_equal(s, n, "XFORWARD") ||
+	    ascii_word_equal(s, n, "STARTTLS"))
 		return V_REFUSE;
-	if (word_equal(s, n, "DATA"))
+	if (ascii_word_equal(s, n, "DATA"))
 		return V_DATA;
-	if (word_equal(s, n, "BDAT"))
+	if (ascii_word_equal(s, n, "BDAT"))
 		return V_BDAT;
 	return V_OTHER;
 }
@@ -144,7 +128,7 @@ static bool bdat_size(const char *s, size_t n, unsigned long long *size)
 	}
 	if (digits == 0)
 		return false;
-	if (i < n && !(n - i == 5 && s[i] == ' ' && word_equal(s + i + 1, 4, "LAST")))
+	if (i < n && !(n - i == 5 && s[i] == ' ' && ascii_word_equal(s + i + 1, 4, "LAST")))
 		return false;
 	*size = v;
 	return true;

@@ -6,6 +6,7 @@
  * clients. It owns no memory, does no I/O, and its error texts are
  * constants that never carry client bytes.
  */
+#include "ascii.h"
 #include "line.h"
 #include "smtp_parse.h"
 
@@ -54,24 +55,6 @@ static int is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
-static unsigned char upper(unsigned char c)
-{
-	return (unsigned char)(c >= 'a' && c <= 'z' ? c - ('a' - 'A') : c);
-}
-
-/* s[0..n) equals the upper-case NUL-terminated word, ignoring case. */
-static int word_equal(const char *s, size_t n, const char *word)
-{
-	size_t i;
-
-	if (strlen(word) != n)
-		return 0;
-	for (i = 0; i < n; i++)
-		if (upper((unsigned char)s[i]) != (unsigned char)word[i])
-			return 0;
-	return 1;
-}
-
 /* The argument: 8-bit bytes and TAB pass; NUL, CR, other controls don't. */
 static const char *check_arg_bytes(const unsigned char *s, size_t n)
 {
@@ -93,7 +76,7 @@ static enum smtp_verb lookup_verb(const char *s, size_t n)
 	size_t v;
 
 	for (v = 0; v < SMTP_UNKNOWN; v++)
-		if (word_equal(s, n, verb_names[v]))
+		if (ascii_word_equal(s, n, verb_names[v]))
 			return (enum smtp_verb)v;
 	return SMTP_UNKNOWN;
 }
@@ -242,7 +225,7 @@ void smtp_caps_add(struct smtp_caps *c, const char *text, size_t len)
 
 	assert(c != NULL);
 	for (i = 0; i < CAP_COUNT; i++) {
-		if (!word_equal(text, k, cap_table[i].name))
+		if (!ascii_word_equal(text, k, cap_table[i].name))
 			continue;
 		if (cap_table[i].flag == SMTP_CAP_SIZE)
 			add_size(c, text + k + (sp != NULL), len - k - (sp != NULL),
