@@ -85,7 +85,6 @@ static void give_up(struct session *s, const char *why)
 size_t imap_reuse_client(struct session *s, const char *buf, size_t n)
 {
 	struct imap_reuse *r = s->reuse;
-
 	size_t keep;
 
 	if (r->state != R_RELAY)
