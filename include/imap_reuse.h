@@ -38,4 +38,12 @@ void imap_reuse_step(struct session *s);
 /* A LOGOUT is held: the client is not read any more. */
 bool imap_reuse_holding(const struct session *s);
 
+/*
+ * From the idle check: while Postern's own UNSELECT waits, the backend has
+ * its login_timeout to answer; after that the client's LOGOUT is answered
+ * anyway and the connection closed. Returns seconds until the next check,
+ * or a negative value when this is not the case.
+ */
+double imap_reuse_check(struct session *s, double idle);
+
 #endif

@@ -150,6 +150,9 @@ int session_reply(struct session *s, const char *fmt, ...)
 /* Stop reading and close once queued output (a BYE, say) is written. */
 void session_close_after_output(struct session *s, const char *reason);
 
+/* The session's one timer fires in after seconds (replacing its time). */
+void session_arm_timer(struct session *s, double after);
+
 /* Drop n bytes from the front of s->in. */
 void session_consume(struct session *s, size_t n);
 

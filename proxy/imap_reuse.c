@@ -18,6 +18,7 @@
 #include "sesscache.h"
 #include "session.h"
 #include "upstream.h"
+#include "worker.h"
 
 /* The tag of Postern's own UNSELECT: no client command is in flight then. */
 #define RESET_TAG "postern-reset"
@@ -120,8 +121,28 @@ static void send_reset(struct session *s)
 
 	r->state = R_RESET;
 	imap_track_client(&r->t, cmd, sizeof(cmd) - 1);
-	if (conn_write(&s->up->c, cmd, sizeof(cmd) - 1) < 0)
+	if (conn_write(&s->up->c, cmd, sizeof(cmd) - 1) < 0) {
 		session_close(s, s->up->c.err ? s->up->c.err : "write error");
+		return;
+	}
+	/* the wait is Postern's, not the user's: bounded (imap_reuse_check) */
+	s->last_activity = ev_now(s->w->loop);
+	session_arm_timer(s, s->backend->login_timeout);
+}
+
+double imap_reuse_check(struct session *s, double idle)
+{
+	struct imap_reuse *r = s->reuse;
+
+	if (!r || r->state != R_RESET)
+		return -1;
+	if (idle < s->backend->login_timeout)
+		return s->backend->login_timeout - idle;
+	stop_watching(s, "no answer to UNSELECT");
+	if (session_reply(s, "* BYE Logging out.\r\n%s OK Logout completed.\r\n",
+	                  r->tag) == 0)
+		session_close_after_output(s, "logout; backend did not answer UNSELECT");
+	return 0;
 }
 
 /* Clean, authenticated, nothing selected, nothing in flight: park it. */

@@ -289,7 +289,10 @@ void relay_free(struct session *s)
 double relay_idle_check(struct session *s, double now)
 {
 	double idle = now - s->last_activity;
+	double reset = s->reuse ? imap_reuse_check(s, idle) : -1;
 
+	if (reset >= 0)
+		return reset;
 	if (idle >= s->cfg->limits.idle_timeout) {
 		session_close(s, "idle timeout");
 		return 0;

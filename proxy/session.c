@@ -55,7 +55,7 @@ static size_t in_max(const struct session *s)
 	       64;
 }
 
-static void arm_timer(struct session *s, double after)
+void session_arm_timer(struct session *s, double after)
 {
 	ev_timer_stop(s->w->loop, &s->timer);
 	ev_timer_set(&s->timer, after > 0 ? after : 0.001, 0.);
@@ -113,12 +113,12 @@ void session_new(struct worker *w, struct config *cfg,
 			return;
 		}
 		s->phase = SP_HANDSHAKE;
-		arm_timer(s, cfg->limits.handshake_timeout);
+		session_arm_timer(s, cfg->limits.handshake_timeout);
 		conn_start_tls(&s->client, ssl, true);
 		return;
 	}
 	s->phase = SP_PREAUTH;
-	arm_timer(s, cfg->limits.auth_timeout);
+	session_arm_timer(s, cfg->limits.auth_timeout);
 	conn_want_read(&s->client, true);
 	s->proto->greet(s);
 }
@@ -278,7 +278,7 @@ static void on_handshake(struct session *s)
 	log_tls(s);
 	if (s->phase == SP_HANDSHAKE) {
 		s->phase = SP_PREAUTH;
-		arm_timer(s, s->deadline - ev_now(s->w->loop));
+		session_arm_timer(s, s->deadline - ev_now(s->w->loop));
 		conn_want_read(&s->client, true);
 		s->proto->greet(s);
 		return;
@@ -317,7 +317,7 @@ static void auth_finish(struct session *s, enum auth_result r, const char *caps)
 {
 	if (r != AUTH_OK) {
 		s->phase = SP_PREAUTH;
-		arm_timer(s, s->deadline - ev_now(s->w->loop));
+		session_arm_timer(s, s->deadline - ev_now(s->w->loop));
 	}
 	s->proto->auth_done(s, r, caps);
 	if (r != AUTH_OK && s->phase == SP_PREAUTH) {
@@ -345,7 +345,7 @@ static void auth_failed(struct session *s, enum auth_result r)
 	if (r == AUTH_FAIL && delay > 0) {
 		s->fail_pending = 1;
 		s->fail_result = r;
-		arm_timer(s, delay);
+		session_arm_timer(s, delay);
 		return;
 	}
 	auth_finish(s, r, NULL);
@@ -384,7 +384,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 			break;
 		}
 		if (now < s->deadline) {
-			arm_timer(s, s->deadline - now);
+			session_arm_timer(s, s->deadline - now);
 			break;
 		}
 		s->proto->bye(s, "Autologout; authentication took too long");
@@ -393,7 +393,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	case SP_RELAY: {
 		double next = relay_idle_check(s, now);
 		if (next > 0)
-			arm_timer(s, next);
+			session_arm_timer(s, next);
 		break;
 	}
 	case SP_CLOSED:
@@ -422,7 +422,7 @@ static bool queue_for_backend(struct session *s)
 	          "user=%s backend=%s result=waiting", s->user, b->name);
 	pool_shed(s->w->pool, b);
 	sesscache_shed(b);
-	arm_timer(s, (s->queue_until < s->deadline ? s->queue_until
+	session_arm_timer(s, (s->queue_until < s->deadline ? s->queue_until
 	                                           : s->deadline) - now);
 	return true;
 }
@@ -692,5 +692,5 @@ void session_start_relay(struct session *s)
 	s->phase = SP_RELAY;
 	relay_start(s);
 	if (s->phase == SP_RELAY)
-		arm_timer(s, s->cfg->limits.idle_timeout);
+		session_arm_timer(s, s->cfg->limits.idle_timeout);
 }

@@ -601,3 +601,50 @@ def test_plain_listener_too(postern_factory, users):
         m.login("alice", users["alice"].password)
         m.logout()
     assert logins(p, mark, "alice", 2)[1].get("cached") == "1"
+
+
+# ------------------------------------------- faults a real server won't make
+
+
+def stalling_reply(tag, verb, tls):
+    """A backend that answers everything, except Postern's UNSELECT."""
+    if verb == b"ID":
+        return b"* ID NIL\r\n" + tag + b" OK done\r\n"
+    if verb in (b"LOGIN", b"AUTHENTICATE"):
+        return (tag + b" OK [CAPABILITY IMAP4rev1 UNSELECT LITERAL+] "
+                b"Logged in\r\n")
+    if verb == b"SELECT":
+        return (b"* 0 EXISTS\r\n* 0 RECENT\r\n" + tag +
+                b" OK [READ-WRITE] done\r\n")
+    if verb == b"UNSELECT":
+        return None  # never answered
+    if verb == b"LOGOUT":
+        return b"* BYE bye\r\n" + tag + b" OK done\r\n"
+    return tag + b" OK done\r\n"
+
+
+def test_backend_stalling_on_unselect(postern_factory, ssl_ctx, users):
+    """The client's LOGOUT is answered anyway after the backend's
+    login_timeout, and the connection is closed, never cached."""
+    from test_imap_backend_tls import FakeBackend
+    fake = FakeBackend(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] "
+                       b"fake\r\n", stalling_reply)
+    try:
+        p = postern_factory(workers=1, backends={"mbox-a": {
+            "imap": fake.port, "login_timeout": 1}})
+        mark = p.log_mark()
+        c = raw_login(p, ssl_ctx, "alice", users["alice"].password)
+        _, r = c.command("s", "SELECT INBOX")
+        assert r.startswith(b"s OK"), r
+        t0 = time.monotonic()
+        c.send(b"o LOGOUT\r\n")
+        bye_then_ok(c, "o")
+        assert 0.5 < time.monotonic() - t0 < 5
+        ev = refused(p, mark)
+        assert ev["reason"] == "no answer to UNSELECT"
+        fake.wait_ended(1)
+        assert not p.events(since=mark, event="session_cache",
+                            result="stored")
+        assert (False, b"postern-reset UNSELECT") in fake.commands
+    finally:
+        fake.close()
