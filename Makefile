@@ -22,7 +22,7 @@ SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all \
 
 SRCS     := $(wildcard proxy/*.c)
 # Modules with no event loop or socket in them: unit tests link these.
-PURE     := imap_parse imap_track pop3_parse smtp_parse smtp_filter sasl users config tls log router penalty ldap_filter
+PURE     := imap_parse imap_track pop3_parse smtp_parse smtp_filter sasl users config tls log router penalty ldap_filter proxyproto netmask
 OBJS      = $(SRCS:proxy/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:proxy/%.c=build/asan/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)

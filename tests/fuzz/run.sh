@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../.." || exit 2
 
 CC=${FUZZ_CC:-clang}
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-20}
-TARGETS=${FUZZ_TARGETS:-"fuzz_imap_parse fuzz_sasl fuzz_users fuzz_pop3_parse fuzz_smtp_parse fuzz_smtp_filter fuzz_ldap_filter fuzz_imap_track"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_imap_parse fuzz_sasl fuzz_users fuzz_pop3_parse fuzz_smtp_parse fuzz_smtp_filter fuzz_ldap_filter fuzz_imap_track fuzz_proxyproto"}
 OUT=build/fuzz
 FLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 -fno-omit-frame-pointer -std=c11 -D_GNU_SOURCE -Iinclude -Wall -Wextra"
