@@ -15,14 +15,14 @@ CFLAGS   ?= -O2 -g
 CPPFLAGS += -Iinclude
 ALLCFLAGS = $(CSTD) $(WARN) $(CFLAGS) -fno-strict-aliasing \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lcrypt -lldap -llber -lpthread
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lcrypt -lldap -llber -lpthread -lm
 
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 
 SRCS     := $(wildcard proxy/*.c)
 # Modules with no event loop or socket in them: unit tests link these.
-PURE     := imap_parse imap_track pop3_parse smtp_parse smtp_filter sasl users config tls log router penalty ldap_filter proxyproto netmask
+PURE     := imap_parse imap_track pop3_parse smtp_parse smtp_filter sasl users config tls log router penalty ldap_filter proxyproto netmask bstate
 OBJS      = $(SRCS:proxy/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:proxy/%.c=build/asan/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)

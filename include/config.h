@@ -13,10 +13,12 @@
 
 #include <openssl/ssl.h>
 
+#include "netmask.h"
 #include "smtp_parse.h"
 #include "users.h"
 
 #define CONF_NAME_MAX 64
+#define POOL_MEMBERS_MAX 256
 
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
 enum proto { PROTO_IMAP, PROTO_POP3, PROTO_SUBMISSION, PROTO_COUNT };
@@ -27,6 +29,13 @@ enum submission_login {
 	SUBMIT_XCLIENT,     /* Postfix XCLIENT LOGIN= (the MTA trusts Postern) */
 	SUBMIT_NONE,        /* trusted relay: no login at all */
 };
+
+/* A backend's administrative state (backend.state; the admin interface). */
+enum backend_admin { BACKEND_UP, BACKEND_DRAIN, BACKEND_DOWN };
+/* How a pool picks a member for a session. */
+enum pool_selection { SELECT_HASH, SELECT_LEAST_CONN, SELECT_ROUND_ROBIN };
+
+struct bstate; /* a backend's runtime state, by name (bstate.h) */
 
 struct sockaddr_any {
 	struct sockaddr_storage ss;
@@ -89,7 +98,19 @@ struct backend {
 	double warm_lifetime; /* seconds an unused warm connection is kept */
 	unsigned max_connections; /* process-wide, all protocols; 0: no limit */
 	double queue_timeout; /* seconds a login waits for a free connection */
+	enum backend_admin state; /* as configured; the admin interface overrides */
+	bool check;          /* active health checks */
+	bool proxy_protocol; /* PROXY v2 header first on every connection */
+	struct bstate *rt;   /* health, admin override, sessions; NULL: none kept */
 	SSL_CTX *ssl_ctx; /* client context when tls != none */
+};
+
+/* health: active checks of backends (control.c). */
+struct health_conf {
+	double interval; /* seconds between checks of one backend and protocol */
+	double timeout;  /* seconds one check may take */
+	unsigned rise;   /* successes in a row that mark a down backend up */
+	unsigned fall;   /* failures in a row that mark it down */
 };
 
 /* imap.cache_*: the IMAP authenticated-session cache (sesscache.h). */
@@ -101,8 +122,12 @@ struct session_cache_conf {
 
 struct pool {
 	char name[CONF_NAME_MAX];
+	enum pool_selection selection;
 	unsigned nmembers;
 	unsigned *members; /* indexes into config.backends */
+	unsigned *weights; /* per member, 1..1000 */
+	unsigned *rr;      /* round_robin's counter (atomic; the snapshot's
+	                      only mutable word) */
 };
 
 struct listener_conf {
@@ -113,6 +138,7 @@ struct listener_conf {
 	bool require_tls;
 	int backend; /* index, or -1 */
 	int pool;    /* index, or -1 */
+	bool proxy_protocol; /* connections start with a PROXY v1/v2 header */
 };
 
 struct tls_cert {
@@ -149,6 +175,11 @@ struct config {
 	unsigned npools;
 	struct listener_conf *listeners;
 	unsigned nlisteners;
+
+	struct netmask *proxy_trusted; /* who may send a PROXY header */
+	unsigned nproxy_trusted;
+	struct health_conf health;
+	char *admin_socket; /* the admin interface's Unix socket; NULL: none */
 
 	struct session_cache_conf session_cache;
 	char *greeting[PROTO_COUNT]; /* text after "* OK [...]" / "+OK" / "220 host ESMTP" */

@@ -1,17 +1,26 @@
 /*
  * router: picks the backend for an authenticated user: the directory's
  * mailbox host when it names a backend or pool, else the listener's backend
- * or pool, a pool member chosen by rendezvous hashing over the user name.
+ * or pool, a pool member chosen by the pool's selection (weighted
+ * rendezvous hashing over the user name by default) among the members that
+ * are up.
  */
 #ifndef POSTERN_ROUTER_H
 #define POSTERN_ROUTER_H
 
 #include "config.h"
 
-/* NULL when the hint names nothing configured or nothing is configured. */
+/*
+ * The backend for user on listener lc, never avoid (a backend that just
+ * failed this login: the user's next choice). NULL with *why set when the
+ * hint names nothing configured, nothing is configured, the named backend
+ * is drained or admin-down, or no pool member is left.
+ */
 const struct backend *router_pick(const struct config *c,
                                   const struct listener_conf *lc,
-                                  const char *hint, const char *user);
+                                  const char *hint, const char *user,
+                                  const struct backend *avoid,
+                                  const char **why);
 
 /*
  * An LDAP mailbox host value ("10.0.0.5", "10.0.0.5:143", "[2001:db8::5]")

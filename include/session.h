@@ -26,6 +26,7 @@ struct relay_watch;
 struct imap_reuse;
 
 enum session_phase {
+	SP_PROXY,     /* reading the PROXY protocol header */
 	SP_HANDSHAKE, /* implicit TLS handshake */
 	SP_PREAUTH,   /* the protocol's pre-authentication dialogue */
 	SP_AUTH,      /* directory and backend login under way */
@@ -58,6 +59,8 @@ struct login_req {
 	const char *client_id; /* IMAP: client's ID fields, quoted; SMTP: the
 	                          client's EHLO name; or "" */
 	const char *local_name; /* Postern's name (SMTP EHLO) */
+	/* the same addresses, for a PROXY v2 header to the backend */
+	const struct sockaddr_any *client_addr, *local_addr;
 	uint64_t sid;
 };
 
@@ -94,7 +97,11 @@ struct session {
 	ev_tstamp deadline; /* pre-auth: absolute end of the auth phase */
 	ev_tstamp last_activity;
 
-	struct sockaddr_any peer;
+	struct sockaddr_any peer;  /* the client (from the PROXY header, if any) */
+	struct sockaddr_any local; /* the address the client connected to */
+	unsigned counted;          /* worker_conn_admit() flags held */
+	unsigned char *pp;         /* SP_PROXY: the header's bytes so far */
+	size_t pplen;
 	char peer_ip[INET6_ADDRSTRLEN];
 	unsigned peer_port;
 	char local_ip[INET6_ADDRSTRLEN];
@@ -111,6 +118,8 @@ struct session {
 	char *user;      /* quoted for logs; NULL before a login attempt */
 	char *client_id; /* client's ID fields, quoted, until login is done */
 	const struct backend *backend;
+	char *hint;                 /* the directory's mailbox host, if any */
+	struct bstate *loaded;      /* the backend whose session count we hold */
 	struct backend *dyn_backend; /* an allow-listed LDAP host: ours */
 	struct admission_wait *wait; /* queued for a backend connection */
 	ev_tstamp queue_until;
@@ -119,7 +128,8 @@ struct session {
 	unsigned client_eof : 1, backend_eof : 1;
 	unsigned close_on_drain : 1;
 	unsigned fail_pending : 1; /* timer runs the failure delay */
-	unsigned retried : 1;      /* a dead warm connection was replaced */
+	unsigned retried : 1;      /* a dead warm connection was replaced, or
+	                              the login moved to the next choice */
 	unsigned cache_keyed : 1;  /* IMAP session cache: cache_key is set */
 	enum auth_result fail_result;
 	const char *close_reason;
@@ -133,10 +143,11 @@ struct session {
 /* The protocol's table. */
 const struct proto_ops *session_proto(enum proto p);
 
-/* Accept path: takes ownership of fd. */
+/* Accept path: takes ownership of fd and of peer's connection count
+ * (worker_conn_admit() flags counted). */
 void session_new(struct worker *w, struct config *cfg,
                  const struct listener_conf *lc, int fd,
-                 const struct sockaddr_any *peer);
+                 const struct sockaddr_any *peer, unsigned counted);
 
 /* Idempotent logical end: stop timers, wipe secrets, log once. */
 void session_close(struct session *s, const char *reason);

@@ -63,6 +63,7 @@ struct upstream {
 	bool warm;     /* taken from the warm pool */
 	bool cached;   /* taken from the session cache: logged in already */
 	bool conn_failed; /* the failure was the connection's (EOF, error) */
+	bool begun;       /* the dialogue has sent something for the user */
 	struct bslot *slot; /* the backend's connection count (admission.h) */
 	enum auth_result result;
 	char detail[160];
@@ -93,6 +94,14 @@ struct upstream *upstream_login_admitted(struct ev_loop *loop,
 struct upstream *upstream_prepare(struct ev_loop *loop, const struct backend *b,
                                   enum proto proto, const char *local_name,
                                   upstream_done_cb *done, void *owner);
+/*
+ * A health check: as upstream_prepare(), but outside max_connections (a
+ * backend at its limit is busy, not down) and, towards a proxy_protocol
+ * backend, with the PROXY v2 LOCAL command.
+ */
+struct upstream *upstream_probe(struct ev_loop *loop, const struct backend *b,
+                                enum proto proto, const char *local_name,
+                                upstream_done_cb *done, void *owner);
 /* Whether proto has a ready point, so warm connections at all. */
 bool upstream_can_warm(enum proto proto);
 /*

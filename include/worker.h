@@ -55,7 +55,12 @@ struct session *worker_session(struct worker *w, unsigned slot, uint64_t id);
 void worker_defer_free(struct worker *w, struct session *s);
 
 /* Process-wide accounting; false when a limit refuses the connection. */
-bool worker_conn_admit(const struct config *c, const struct sockaddr_any *a);
-void worker_conn_release(const struct sockaddr_any *a);
+/* What a connection is counted against: limits.connections_max and
+ * limits.connections_per_ip (for a's address). */
+#define CONN_COUNT_TOTAL 1u
+#define CONN_COUNT_IP 2u
+bool worker_conn_admit(const struct config *c, const struct sockaddr_any *a,
+                       unsigned what);
+void worker_conn_release(const struct sockaddr_any *a, unsigned what);
 
 #endif

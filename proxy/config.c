@@ -19,6 +19,7 @@
 
 #include <openssl/crypto.h>
 
+#include "bstate.h"
 #include "ldap_filter.h"
 #include "log.h"
 #include "tls.h"
@@ -557,8 +558,10 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	    "name", "host", "imap", "pop3", "submission", "tls", "verify",
 	    "ca_file", "server_name", "auth", "master_user", "master_password",
 	    "trusted", "submission_login", "connect_timeout", "login_timeout",
-	    "warm", "warm_lifetime", "max_connections", "queue_timeout", NULL};
+	    "warm", "warm_lifetime", "max_connections", "queue_timeout",
+	    "state", "check", "proxy_protocol", NULL};
 	static const char *const auths[] = {"plain", "login", NULL};
+	static const char *const states[] = {"up", "drain", "down", NULL};
 	static const char *const logins[] = {"passthrough", "xclient", "none",
 	                                     NULL};
 	const char *host;
@@ -592,6 +595,15 @@ static void load_backend(struct cctx *c, const config_setting_t *e,
 	b->queue_timeout = 10;
 	get_uint(c, e, "max_connections", 0, 1000000, &b->max_connections);
 	get_double(c, e, "queue_timeout", 0, 600, &b->queue_timeout);
+	b->state = get_enum(c, e, "state", states, BACKEND_UP);
+	get_bool(c, e, "check", &b->check); /* its default: load_checks() */
+	get_bool(c, e, "proxy_protocol", &b->proxy_protocol);
+	if (b->proxy_protocol && b->warm)
+		cerr(c, config_setting_get_member(e, "warm"),
+		     "warm connections are made before a client exists, so they "
+		     "cannot carry its PROXY header: set warm = 0 with "
+		     "proxy_protocol");
+	b->rt = b->name[0] ? bstate_get(b->name) : NULL;
 	for (int p = 0; p < PROTO_COUNT; p++) {
 		unsigned port = 0;
 		get_uint(c, e, proto_name(p), 1, 65535, &port);
@@ -636,30 +648,87 @@ static void load_backends(struct cctx *c, struct config *cf,
 	}
 }
 
+/* One member: "name", or { backend = "name"; weight = N; }. */
+static void load_member(struct cctx *c, struct config *cf,
+                        const config_setting_t *x, struct pool *p)
+{
+	static const char *const keys[] = {"backend", "weight", NULL};
+	const char *name = NULL;
+	unsigned weight = 1;
+	int bi;
+
+	if (config_setting_is_group(x)) {
+		check_keys(c, x, keys);
+		name = get_str(c, x, "backend", 1);
+		get_uint(c, x, "weight", 1, 1000, &weight);
+	} else if (config_setting_type(x) == CONFIG_TYPE_STRING) {
+		name = config_setting_get_string(x);
+	} else {
+		cerr(c, x, "a member is \"name\" or { backend = \"name\"; weight = N; }");
+		return;
+	}
+	if (!name)
+		return;
+	if ((bi = config_backend_index(cf, name)) < 0) {
+		cerr(c, x, "no backend named \"%s\"", name);
+		return;
+	}
+	for (unsigned i = 0; i < p->nmembers; i++)
+		if (p->members[i] == (unsigned)bi)
+			cerr(c, x, "backend \"%s\" is a member twice", name);
+	p->members[p->nmembers] = (unsigned)bi;
+	p->weights[p->nmembers++] = weight;
+}
+
 static void load_pool(struct cctx *c, struct config *cf,
                       const config_setting_t *e, struct pool *p)
 {
-	static const char *const keys[] = {"name", "members", NULL};
+	static const char *const keys[] = {"name", "members", "selection", NULL};
+	static const char *const selections[] = {"hash", "least_conn",
+	                                         "round_robin", NULL};
 	const config_setting_t *m;
 	int n;
 
 	check_keys(c, e, keys);
 	copy_name(c, e, p->name, sizeof(p->name));
+	p->selection = get_enum(c, e, "selection", selections, SELECT_HASH);
+	p->rr = calloc(1, sizeof(*p->rr));
 	m = config_setting_get_member(e, "members");
-	if (!m || !config_setting_is_array(m) || !config_setting_length(m)) {
-		cerr(c, m ? m : e, "members must be a non-empty array [ ... ]");
+	if (!m || !(config_setting_is_array(m) || config_setting_is_list(m)) ||
+	    !config_setting_length(m)) {
+		cerr(c, m ? m : e, "members must be a non-empty array [ ... ] or "
+		                   "list ( ... )");
 		return;
 	}
 	n = config_setting_length(m);
+	if (n > POOL_MEMBERS_MAX) {
+		cerr(c, m, "more than %d members", POOL_MEMBERS_MAX);
+		return;
+	}
 	p->members = calloc((size_t)n, sizeof(*p->members));
-	for (int i = 0; i < n; i++) {
-		const config_setting_t *x = config_setting_get_elem(m, i);
-		const char *name = config_setting_get_string(x);
-		int bi = name ? config_backend_index(cf, name) : -1;
-		if (bi < 0)
-			cerr(c, x, "no backend named \"%s\"", name ? name : "?");
-		else
-			p->members[p->nmembers++] = (unsigned)bi;
+	p->weights = calloc((size_t)n, sizeof(*p->weights));
+	if (!p->members || !p->weights || !p->rr) {
+		cerr(c, e, "out of memory");
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		load_member(c, cf, config_setting_get_elem(m, i), p);
+}
+
+/* backend.check defaults to true for pool members: they have somewhere
+ * else for a session to go when they fail. */
+static void load_checks(struct config *cf, const config_setting_t *root)
+{
+	const config_setting_t *l = config_setting_get_member(root, "backends");
+
+	for (unsigned i = 0; i < cf->nbackends; i++) {
+		const config_setting_t *e = config_setting_get_elem(l, (int)i);
+		if (e && config_setting_get_member(e, "check"))
+			continue;
+		for (unsigned p = 0; p < cf->npools; p++)
+			for (unsigned m = 0; m < cf->pools[p].nmembers; m++)
+				if (cf->pools[p].members[m] == i)
+					cf->backends[i].check = true;
 	}
 }
 
@@ -696,7 +765,8 @@ static void load_listener(struct cctx *c, struct config *cf,
                           const config_setting_t *e, struct listener_conf *li)
 {
 	static const char *const keys[] = {"protocol", "address", "tls",
-	                                   "require_tls", "backend", "pool", NULL};
+	                                   "require_tls", "backend", "pool",
+	                                   "proxy_protocol", NULL};
 	static const char *const protos[] = {"imap", "pop3", "submission", NULL};
 	const char *addr, *bname, *pname;
 
@@ -706,6 +776,11 @@ static void load_listener(struct cctx *c, struct config *cf,
 	li->proto = get_enum(c, e, "protocol", protos, PROTO_IMAP);
 	li->tls = get_enum(c, e, "tls", tls_modes, TLS_MODE_NONE);
 	get_bool(c, e, "require_tls", &li->require_tls);
+	get_bool(c, e, "proxy_protocol", &li->proxy_protocol);
+	if (li->proxy_protocol && !cf->nproxy_trusted)
+		cerr(c, config_setting_get_member(e, "proxy_protocol"),
+		     "proxy_protocol needs proxy_trusted_networks: the addresses "
+		     "allowed to send the header");
 	if (li->require_tls && li->tls != TLS_MODE_STARTTLS)
 		cerr(c, config_setting_get_member(e, "require_tls"),
 		     "require_tls applies to tls = \"starttls\" listeners only");
@@ -856,12 +931,78 @@ static void load_smtp(struct cctx *c, struct config *cf,
 		load_smtp_caps(c, cf, caps);
 }
 
+/* health = { interval; timeout; rise; fall; } */
+static void load_health(struct cctx *c, struct config *cf,
+                        const config_setting_t *root)
+{
+	static const char *const keys[] = {"interval", "timeout", "rise",
+	                                   "fall", NULL};
+	const config_setting_t *g = get_group(c, root, "health");
+	struct health_conf *h = &cf->health;
+
+	*h = (struct health_conf){.interval = 5, .timeout = 3, .rise = 2,
+	                          .fall = 2};
+	if (!g)
+		return;
+	check_keys(c, g, keys);
+	get_double(c, g, "interval", 0.1, 3600, &h->interval);
+	get_double(c, g, "timeout", 0.1, 600, &h->timeout);
+	get_uint(c, g, "rise", 1, 100, &h->rise);
+	get_uint(c, g, "fall", 1, 100, &h->fall);
+}
+
+/* admin = { socket = "path"; } */
+static void load_admin(struct cctx *c, struct config *cf,
+                       const config_setting_t *root)
+{
+	static const char *const keys[] = {"socket", NULL};
+	const config_setting_t *g = get_group(c, root, "admin");
+
+	if (!g)
+		return;
+	check_keys(c, g, keys);
+	cf->admin_socket = get_path(c, g, "socket", 1, 0);
+	if (cf->admin_socket && strlen(cf->admin_socket) >= 108) {
+		cerr(c, config_setting_get_member(g, "socket"),
+		     "a Unix socket path must be shorter than 108 bytes");
+	}
+}
+
+/* proxy_trusted_networks = [ "10.0.0.0/8", "2001:db8::/32", "192.0.2.7" ] */
+static void load_trusted(struct cctx *c, struct config *cf,
+                         const config_setting_t *root)
+{
+	const config_setting_t *l =
+	    config_setting_get_member(root, "proxy_trusted_networks");
+	int n;
+
+	if (!l)
+		return;
+	if (!config_setting_is_array(l)) {
+		cerr(c, l, "must be an array of networks [ \"10.0.0.0/8\", ... ]");
+		return;
+	}
+	n = config_setting_length(l);
+	if (!(cf->proxy_trusted = calloc((size_t)n + 1, sizeof(*cf->proxy_trusted))))
+		return;
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(l, i);
+		const char *v = config_setting_get_string(e);
+		if (!v || netmask_parse(v, &cf->proxy_trusted[cf->nproxy_trusted]) < 0)
+			cerr(c, e, "not a network \"%s\" (want ADDRESS or ADDRESS/BITS, "
+			           "host bits zero)", v ? v : "");
+		else
+			cf->nproxy_trusted++;
+	}
+}
+
 static void load_root(struct cctx *c, struct config *cf,
                       const config_setting_t *root)
 {
 	static const char *const keys[] = {
 	    "workers", "shutdown_grace", "log", "limits", "tls", "directory",
-	    "backends", "pools", "listeners", "imap", "pop3", "submission", NULL};
+	    "backends", "pools", "listeners", "imap", "pop3", "submission",
+	    "proxy_trusted_networks", "health", "admin", NULL};
 
 	check_keys(c, root, keys);
 	get_uint(c, root, "workers", 0, 256, &cf->workers);
@@ -873,6 +1014,11 @@ static void load_root(struct cctx *c, struct config *cf,
 	load_directory(c, cf, root);
 	load_backends(c, cf, root);
 	load_pools(c, cf, root);
+	if (!c->nerr)
+		load_checks(cf, root);
+	load_health(c, cf, root);
+	load_admin(c, cf, root);
+	load_trusted(c, cf, root);
 	load_listeners(c, cf, root);
 	for (int p = 0; p < PROTO_COUNT; p++)
 		load_proto(c, cf, root, p);
@@ -954,8 +1100,13 @@ void config_unref(struct config *c)
 		free(c->backends[i].master_user);
 		wipe_free(c->backends[i].master_password);
 	}
-	for (unsigned i = 0; i < c->npools; i++)
+	for (unsigned i = 0; i < c->npools; i++) {
 		free(c->pools[i].members);
+		free(c->pools[i].weights);
+		free(c->pools[i].rr);
+	}
+	free(c->proxy_trusted);
+	free(c->admin_socket);
 	users_free(&c->users);
 	free(c->certs);
 	free(c->backends);

@@ -128,6 +128,7 @@ static void send_id(struct upstream *u)
  */
 static void imap_up_begin_login(struct upstream *u)
 {
+	u->begun = true;
 	if (u->b->trusted)
 		send_id(u);
 	if (!u->finished)

@@ -13,7 +13,9 @@
 
 #include <openssl/crypto.h>
 
+#include "bstate.h"
 #include "config.h"
+#include "control.h"
 #include "directory.h"
 #include "ldapdir.h"
 #include "log.h"
@@ -27,10 +29,13 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: postern -c FILE [-t] [-f]\n"
+	           "       postern -c FILE -a COMMAND   (admin interface)\n"
 	           "       postern -H          (read a password on stdin, print its hash)\n"
 	           "  -c FILE  configuration file\n"
 	           "  -t       check the configuration and exit (0 ok, 1 errors)\n"
 	           "  -f       stay in the foreground\n"
+	           "  -a CMD   send CMD to the running Postern's admin socket: \"show\n"
+	           "           backends\", \"drain NAME\", \"up NAME\", \"down NAME\"\n"
 	           "  -V       print the version\n");
 }
 
@@ -81,6 +86,7 @@ static void reload(const char *path)
 		log_setup(c->log_level, c->log_syslog);
 		config_set_current(c);
 		directory_cache_flush(); /* users or passwords may have changed */
+		bstate_reset_admin_all(); /* backend.state says again */
 		smtp_probe_kick();       /* submission backends may have changed */
 		log_event(LOG_LVL_INFO, 0, "reload", "result=ok users=%zu", c->users.n);
 	}
@@ -125,6 +131,10 @@ static int run(const char *path, struct config *cfg)
 			fprintf(stderr, "postern: cannot start worker %u\n", i);
 			return 1;
 		}
+	if (control_start(cfg, stderr) < 0) {
+		fprintf(stderr, "postern: cannot start the control thread\n");
+		return 1;
+	}
 	log_event(LOG_LVL_INFO, 0, "start", "version=%s workers=%u listeners=%u",
 	          POSTERN_VERSION, n, cfg->nlisteners);
 	for (;;) {
@@ -144,6 +154,7 @@ static int run(const char *path, struct config *cfg)
 	ldapdir_stop();
 	for (unsigned i = 0; i < n; i++)
 		worker_join(&ws[i]);
+	control_stop();
 	sesscache_flush(); /* parked connections belong to no worker */
 	upstream_reap();
 	directory_stop();
@@ -156,13 +167,14 @@ static int run(const char *path, struct config *cfg)
 
 int main(int argc, char **argv)
 {
-	const char *path = NULL;
+	const char *path = NULL, *command = NULL;
 	int opt, test = 0, foreground = 0, rc;
 	struct config *cfg;
 
-	while ((opt = getopt(argc, argv, "c:tfHVh")) != -1) {
+	while ((opt = getopt(argc, argv, "c:a:tfHVh")) != -1) {
 		switch (opt) {
 		case 'c': path = optarg; break;
+		case 'a': command = optarg; break;
 		case 't': test = 1; break;
 		case 'f': foreground = 1; break;
 		case 'H': return hash_password();
@@ -178,6 +190,11 @@ int main(int argc, char **argv)
 	cfg = config_load(path, stderr);
 	if (!cfg)
 		return 1;
+	if (command) {
+		rc = control_client(cfg, command);
+		config_unref(cfg);
+		return rc;
+	}
 	if (test) {
 		printf("%s: configuration ok\n", path);
 		config_unref(cfg);

@@ -100,6 +100,7 @@ static void after_capa(struct upstream *u)
 		upstream_finish(u, AUTH_OK, "ready");
 		return;
 	}
+	u->begun = true;
 	if (u->b->trusted && pst(u)->xclient) {
 		pst(u)->state = P3S_XCLIENT;
 		upstream_send(u, "XCLIENT ADDR=%s PORT=%u\r\n", r->client_ip,

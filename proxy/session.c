@@ -12,14 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
 #include "admission.h"
+#include "bstate.h"
 #include "directory.h"
 #include "log.h"
 #include "penalty.h"
 #include "pool.h"
+#include "proxyproto.h"
 #include "relay.h"
 #include "router.h"
 #include "sesscache.h"
@@ -72,42 +76,21 @@ const struct proto_ops *session_proto(enum proto p)
 	return protos[p];
 }
 
-void session_new(struct worker *w, struct config *cfg,
-                 const struct listener_conf *lc, int fd,
-                 const struct sockaddr_any *peer)
+static void log_connect(struct session *s, const char *via)
 {
-	const struct proto_ops *proto = session_proto(lc->proto);
-	struct session *s = calloc(1, sizeof(*s) + proto->state_size);
-	struct sockaddr_storage local;
-	socklen_t ll = sizeof(local);
-	ev_tstamp now = ev_now(w->loop);
-
-	if (!s) {
-		close(fd);
-		worker_conn_release(peer);
-		return;
-	}
-	s->id = __atomic_fetch_add(&next_session_id, 1, __ATOMIC_RELAXED);
-	s->w = w;
-	s->cfg = config_ref(cfg);
-	s->lc = lc;
-	s->proto = proto;
-	s->proto_state = s + 1;
-	s->peer = *peer;
-	s->started = s->last_activity = now;
-	s->deadline = now + cfg->limits.auth_timeout;
-	s->slot = worker_slot_alloc(w, s);
-	addr_str(&peer->ss, s->peer_ip, sizeof(s->peer_ip), &s->peer_port);
-	if (getsockname(fd, (struct sockaddr *)&local, &ll) == 0)
-		addr_str(&local, s->local_ip, sizeof(s->local_ip), &s->local_port);
-	conn_init(&s->client, w->loop, fd, client_cb, s);
-	ev_timer_init(&s->timer, timer_cb, 1., 0.);
-	s->timer.data = s;
 	log_event(LOG_LVL_INFO, s->id, "connect",
-	          "proto=%s client=%s:%u listener=%s tls=%s", proto->name,
-	          s->peer_ip, s->peer_port, lc->address, tls_mode_name(lc->tls));
-	if (lc->tls == TLS_MODE_IMPLICIT) {
-		SSL *ssl = tls_server_new(cfg, proto->alpn);
+	          "proto=%s client=%s:%u listener=%s tls=%s%s%s", s->proto->name,
+	          s->peer_ip, s->peer_port, s->lc->address,
+	          tls_mode_name(s->lc->tls), via[0] ? " via=" : "", via);
+}
+
+/* After the PROXY header, if any: TLS, or the greeting. */
+static void session_begin(struct session *s)
+{
+	struct config *cfg = s->cfg;
+
+	if (s->lc->tls == TLS_MODE_IMPLICIT) {
+		SSL *ssl = tls_server_new(cfg, s->proto->alpn);
 		if (!ssl) {
 			session_close(s, "cannot create TLS session");
 			return;
@@ -121,6 +104,134 @@ void session_new(struct worker *w, struct config *cfg,
 	session_arm_timer(s, cfg->limits.auth_timeout);
 	conn_want_read(&s->client, true);
 	s->proto->greet(s);
+}
+
+/* A connection a PROXY listener will not serve: closed without a byte. */
+static void proxy_refuse(struct session *s, const char *reason)
+{
+	log_event(LOG_LVL_WARN, s->id, "refused",
+	          "listener=%s client=%s:%u reason=\"%s\"", s->lc->address,
+	          s->peer_ip, s->peer_port, reason);
+	session_close(s, reason);
+}
+
+void session_new(struct worker *w, struct config *cfg,
+                 const struct listener_conf *lc, int fd,
+                 const struct sockaddr_any *peer, unsigned counted)
+{
+	const struct proto_ops *proto = session_proto(lc->proto);
+	struct session *s = calloc(1, sizeof(*s) + proto->state_size);
+	ev_tstamp now = ev_now(w->loop);
+
+	if (!s) {
+		close(fd);
+		worker_conn_release(peer, counted);
+		return;
+	}
+	s->id = __atomic_fetch_add(&next_session_id, 1, __ATOMIC_RELAXED);
+	s->w = w;
+	s->cfg = config_ref(cfg);
+	s->lc = lc;
+	s->proto = proto;
+	s->proto_state = s + 1;
+	s->peer = *peer;
+	s->counted = counted;
+	s->started = s->last_activity = now;
+	s->deadline = now + cfg->limits.auth_timeout;
+	s->slot = worker_slot_alloc(w, s);
+	addr_str(&peer->ss, s->peer_ip, sizeof(s->peer_ip), &s->peer_port);
+	s->local.len = sizeof(s->local.ss);
+	if (getsockname(fd, (struct sockaddr *)&s->local.ss, &s->local.len) == 0)
+		addr_str(&s->local.ss, s->local_ip, sizeof(s->local_ip),
+		         &s->local_port);
+	conn_init(&s->client, w->loop, fd, client_cb, s);
+	ev_timer_init(&s->timer, timer_cb, 1., 0.);
+	s->timer.data = s;
+	if (!lc->proxy_protocol) {
+		log_connect(s, "");
+		session_begin(s);
+		return;
+	}
+	if (!netmask_match(cfg->proxy_trusted, cfg->nproxy_trusted,
+	                   (const struct sockaddr *)&peer->ss)) {
+		proxy_refuse(s, "PROXY header from an untrusted address");
+		return;
+	}
+	s->phase = SP_PROXY;
+	session_arm_timer(s, cfg->limits.handshake_timeout);
+	conn_want_read(&s->client, true);
+}
+
+/* The header's addresses replace the connection's; the client's address
+ * is counted against connections_per_ip now. */
+static int proxy_apply(struct session *s, const struct pp_info *pi)
+{
+	char via[INET6_ADDRSTRLEN + 8];
+
+	snprintf(via, sizeof(via), "%s:%u", s->peer_ip, s->peer_port);
+	if (!pi->local) {
+		memcpy(&s->peer.ss, &pi->src, pi->addrlen);
+		s->peer.len = pi->addrlen;
+		memcpy(&s->local.ss, &pi->dst, pi->addrlen);
+		s->local.len = pi->addrlen;
+		addr_str(&s->peer.ss, s->peer_ip, sizeof(s->peer_ip), &s->peer_port);
+		addr_str(&s->local.ss, s->local_ip, sizeof(s->local_ip),
+		         &s->local_port);
+	}
+	log_connect(s, via);
+	if (!worker_conn_admit(s->cfg, &s->peer, CONN_COUNT_IP)) {
+		proxy_refuse(s, "connection limit");
+		return -1;
+	}
+	s->counted |= CONN_COUNT_IP;
+	return 0;
+}
+
+/*
+ * SP_PROXY: the header, read without taking a byte that follows it (a TLS
+ * ClientHello, say): peek, and consume only what the parser says is header.
+ * Bytes of a header not yet complete are all header, so they are taken
+ * into s->pp; the socket never stays readable with nothing to do.
+ */
+static void proxy_header(struct session *s)
+{
+	unsigned char buf[PP_HEADER_MAX];
+	struct pp_info pi;
+	const char *why = "";
+	ssize_t n;
+	int len;
+
+	if (!s->pp && !(s->pp = malloc(PP_HEADER_MAX))) {
+		session_close(s, "out of memory");
+		return;
+	}
+	memcpy(buf, s->pp, s->pplen);
+	n = recv(s->client.fd, buf + s->pplen, sizeof(buf) - s->pplen, MSG_PEEK);
+	if (n <= 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		session_close(s, n == 0 ? "client closed" : "read error");
+		return;
+	}
+	len = pp_parse(buf, s->pplen + (size_t)n, &pi, &why);
+	if (len < 0) {
+		char reason[128];
+		snprintf(reason, sizeof(reason), "malformed PROXY header: %s", why);
+		proxy_refuse(s, reason);
+		return;
+	}
+	n = len ? (ssize_t)((size_t)len - s->pplen) : n;
+	if (recv(s->client.fd, s->pp + s->pplen, (size_t)n, 0) != n) {
+		session_close(s, "read error");
+		return;
+	}
+	s->pplen += (size_t)n;
+	if (!len)
+		return;
+	free(s->pp);
+	s->pp = NULL;
+	if (proxy_apply(s, &pi) == 0)
+		session_begin(s);
 }
 
 void session_wipe_creds(struct session *s)
@@ -157,7 +268,9 @@ void session_close(struct session *s, const char *reason)
 	          (unsigned long long)s->client.bytes_in,
 	          (unsigned long long)s->client.bytes_out);
 	worker_slot_free(s->w, s->slot);
-	worker_conn_release(&s->peer);
+	worker_conn_release(&s->peer, s->counted);
+	bstate_sessions_add(s->loaded, -1);
+	s->loaded = NULL;
 	worker_defer_free(s->w, s);
 }
 
@@ -169,6 +282,8 @@ void session_free(struct session *s)
 	relay_free(s); /* logs with s->user */
 	free(s->user);
 	free(s->client_id);
+	free(s->hint);
+	free(s->pp);
 	free(s->dyn_backend);
 	config_unref(s->cfg);
 	free(s);
@@ -295,6 +410,10 @@ static void client_cb(struct conn *c, enum conn_event ev)
 		on_handshake(s);
 		break;
 	case CONN_EV_READ:
+		if (s->phase == SP_PROXY) {
+			proxy_header(s);
+			return;
+		}
 		if (s->phase != SP_PREAUTH || fill_input(s) < 0)
 			return;
 		s->proto->input(s);
@@ -342,6 +461,8 @@ static void auth_failed(struct session *s, enum auth_result r)
 		                     s->cfg->limits.auth_fail_delay,
 		                     ev_now(s->w->loop));
 	session_wipe_creds(s);
+	bstate_sessions_add(s->loaded, -1); /* no session on it after all */
+	s->loaded = NULL;
 	if (r == AUTH_FAIL && delay > 0) {
 		s->fail_pending = 1;
 		s->fail_result = r;
@@ -374,6 +495,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		return;
 	}
 	switch (s->phase) {
+	case SP_PROXY:
+		proxy_refuse(s, "PROXY header timeout");
+		break;
 	case SP_HANDSHAKE:
 		session_close(s, "TLS handshake timeout");
 		break;
@@ -496,6 +620,58 @@ void session_admitted(struct session *s, struct bslot *bs)
 		auth_failed(s, AUTH_TEMPFAIL);
 }
 
+/* A login that could not reach a checked backend counts as a failed
+ * check (an unchecked one would have nothing to bring it back up). */
+static void passive_failure(struct session *s, const char *quoted)
+{
+	const struct backend *b = s->backend;
+
+	if (!b->check || !b->rt)
+		return;
+	if (bstate_record(b->rt, s->lc->proto, false, true, &s->cfg->health))
+		log_event(LOG_LVL_WARN, s->id, "health",
+		          "backend=%s proto=%s result=down reason=%s passive=1",
+		          b->name, proto_name(s->lc->proto), quoted);
+}
+
+/* Move the session's count and cache key to backend b. */
+static void set_backend(struct session *s, const struct backend *b)
+{
+	s->backend = b;
+	bstate_sessions_add(s->loaded, -1);
+	s->loaded = b->rt;
+	bstate_sessions_add(s->loaded, 1);
+	/* IMAP session cache: the key of this user and password (and the
+	 * client's address, which a trusted or PROXY backend is told once per
+	 * connection). Not for a backend that lives only as long as this
+	 * session. */
+	s->cache_keyed = s->lc->proto == PROTO_IMAP &&
+	                 s->cfg->session_cache.ttl > 0 && !s->dyn_backend;
+	if (s->cache_keyed)
+		sesscache_key(s->creds->user, s->creds->pass,
+		              b->trusted || b->proxy_protocol ? s->peer_ip : "",
+		              &s->cache_key);
+}
+
+/* The backend failed before the user's login began: once, the user's
+ * next choice (a pool's other members; a named backend has none). */
+static bool reroute(struct session *s, const char *quoted)
+{
+	const struct backend *failed = s->backend, *next;
+	const char *why;
+
+	if (s->dyn_backend ||
+	    !(next = router_pick(s->cfg, s->lc, s->hint, s->creds->user, failed,
+	                         &why)))
+		return false;
+	s->retried = 1;
+	log_event(LOG_LVL_WARN, s->id, "route",
+	          "user=%s backend=%s result=retry failed=%s reason=%s", s->user,
+	          next->name, failed->name, quoted);
+	set_backend(s, next);
+	return backend_login(s, false);
+}
+
 static void upstream_done(struct upstream *u, enum auth_result r,
                           const char *detail)
 {
@@ -519,6 +695,7 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 	          "user=%s backend=%s result=%s reason=%s", s->user,
 	          s->backend->name, r == AUTH_FAIL ? "fail" : "tempfail", q);
 	bool retry = u->warm && u->conn_failed && !s->retried;
+	bool fault = !u->begun && !u->cached; /* nothing sent for the user */
 
 	upstream_free(u);
 	s->up = NULL;
@@ -527,6 +704,11 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 	if (retry) {
 		s->retried = 1;
 		if (backend_login(s, true))
+			return;
+	}
+	if (fault) {
+		passive_failure(s, q);
+		if (!s->retried && reroute(s, q))
 			return;
 	}
 	auth_failed(s, r);
@@ -549,13 +731,17 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	}
 	const char *who = s->creds->user;
 	const char *why = "no backend for host hint";
+	const struct backend *b;
 
-	s->backend = router_pick(s->cfg, s->lc, host, who);
-	if (!s->backend && host && host[0]) {
-		s->dyn_backend = router_dynamic(s->cfg, s->lc, host, who, &why);
-		s->backend = s->dyn_backend;
-	}
-	if (!s->backend) {
+	free(s->hint); /* a second login on this connection */
+	free(s->dyn_backend);
+	s->dyn_backend = NULL;
+	s->hint = host && host[0] ? strdup(host) : NULL;
+	b = router_pick(s->cfg, s->lc, host, who, NULL, &why);
+	if (!b && host && host[0] && config_backend_index(s->cfg, host) < 0 &&
+	    config_pool_index(s->cfg, host) < 0)
+		b = s->dyn_backend = router_dynamic(s->cfg, s->lc, host, who, &why);
+	if (!b) {
 		char q[300];
 		log_quote(host ? host : "", host ? strlen(host) : 0, q, sizeof(q));
 		log_event(LOG_LVL_ERROR, s->id, "route",
@@ -564,16 +750,8 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 		return;
 	}
 	log_event(LOG_LVL_DEBUG, s->id, "route", "user=%s backend=%s", s->user,
-	          s->backend->name);
-	/* IMAP session cache: the key of this user and password (and the
-	 * client's address, which a trusted backend is told once per
-	 * connection). Not for a backend that lives only as long as this
-	 * session. */
-	s->cache_keyed = s->lc->proto == PROTO_IMAP &&
-	                 s->cfg->session_cache.ttl > 0 && !s->dyn_backend;
-	if (s->cache_keyed)
-		sesscache_key(s->creds->user, s->creds->pass,
-		              s->backend->trusted ? s->peer_ip : "", &s->cache_key);
+	          b->name);
+	set_backend(s, b);
 	s->req = (struct login_req){
 	    .user = s->creds->user,
 	    .pass = s->creds->pass,
@@ -583,6 +761,8 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	    .local_port = s->local_port,
 	    .client_id = s->client_id ? s->client_id : "",
 	    .local_name = s->cfg->smtp_hostname,
+	    .client_addr = &s->peer,
+	    .local_addr = &s->local,
 	    .sid = s->id,
 	};
 	if (!backend_login(s, false))

@@ -33,6 +33,7 @@
 #include "config.h"
 #include "line.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "tls.h"
 
 /*
@@ -577,6 +578,18 @@ static int probe_connect(struct probe *p, const struct sockaddr_any *a)
 	return 0;
 }
 
+/* A proxy_protocol MTA wants a PROXY header first: the LOCAL command,
+ * since no client is behind a probe. */
+static int probe_proxy_local(struct probe *p)
+{
+	unsigned char h[32];
+	size_t n = pp_build_v2(h, sizeof(h), NULL, NULL);
+
+	if (!n || send(p->fd, h, n, MSG_NOSIGNAL) != (ssize_t)n)
+		return fail(p, "cannot send the PROXY header");
+	return 0;
+}
+
 /* A polite end: QUIT, a short wait for 221, close_notify. Errors ignored. */
 static void probe_quit(struct probe *p)
 {
@@ -618,6 +631,8 @@ static int probe_dialogue(struct probe *p)
 	int code;
 
 	if (probe_connect(p, &b->addr[PROTO_SUBMISSION]) < 0)
+		return -1;
+	if (b->proxy_protocol && probe_proxy_local(p) < 0)
 		return -1;
 	if (b->tls == TLS_MODE_IMPLICIT && probe_tls(p) < 0)
 		return -1;

@@ -207,6 +207,7 @@ static void after_ehlo(struct upstream *u)
 		upstream_finish(u, AUTH_OK, "ready");
 		return;
 	}
+	u->begun = true;
 	if (b->submission_login == SUBMIT_XCLIENT && !sst(u)->xclient_done) {
 		if (!xclient || !(sst(u)->xclient & XA_LOGIN))
 			upstream_finish(u, AUTH_TEMPFAIL,

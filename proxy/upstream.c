@@ -17,6 +17,7 @@
 
 #include "admission.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "sasl.h"
 #include "tls.h"
 
@@ -184,12 +185,36 @@ static void on_read(struct upstream *u)
 		report(u);
 }
 
+/*
+ * A PROXY v2 header first: the client's address and the one it reached
+ * (a login), or the LOCAL command (a health check, which has no client).
+ * Queued before any TLS, so it goes out in clear as the protocol wants.
+ */
+static int send_proxy_header(struct upstream *u)
+{
+	unsigned char h[64];
+	const struct login_req *r = u->req;
+	size_t n;
+
+	if (r && r->client_addr && r->local_addr)
+		n = pp_build_v2(h, sizeof(h),
+		                (const struct sockaddr *)&r->client_addr->ss,
+		                (const struct sockaddr *)&r->local_addr->ss);
+	else
+		n = pp_build_v2(h, sizeof(h), NULL, NULL);
+	return n ? conn_write(&u->c, h, n) : -1;
+}
+
 static void up_conn_cb(struct conn *c, enum conn_event ev)
 {
 	struct upstream *u = c->data;
 
 	switch (ev) {
 	case CONN_EV_CONNECTED:
+		if (u->b->proxy_protocol && send_proxy_header(u) < 0) {
+			fail_now(u, "cannot write the PROXY header");
+			return;
+		}
 		if (u->b->tls == TLS_MODE_IMPLICIT) {
 			SSL *ssl = tls_client_new(u->b);
 			if (!ssl) {
@@ -300,6 +325,20 @@ struct upstream *upstream_login_admitted(struct ev_loop *loop,
 		return NULL;
 	}
 	ev_timer_start(loop, &u->timer);
+	return u;
+}
+
+struct upstream *upstream_probe(struct ev_loop *loop, const struct backend *b,
+                                enum proto proto, const char *local_name,
+                                upstream_done_cb *done, void *owner)
+{
+	struct upstream *u;
+
+	if (!upstream_can_warm(proto))
+		return NULL;
+	u = upstream_login_admitted(loop, b, proto, NULL, done, owner, NULL);
+	if (u)
+		u->local_name = local_name;
 	return u;
 }
 

@@ -55,51 +55,59 @@ static unsigned addr_hash(const unsigned char key[16])
 	return h % IPTAB_SIZE;
 }
 
-bool worker_conn_admit(const struct config *c, const struct sockaddr_any *a)
+/* Under iplock: a's count (created when create), or NULL. */
+static struct ipcount **ip_slot(const unsigned char key[16])
+{
+	struct ipcount **pp, *e;
+
+	for (pp = &iptab[addr_hash(key)]; (e = *pp); pp = &e->next)
+		if (memcmp(e->addr, key, 16) == 0)
+			break;
+	return pp;
+}
+
+bool worker_conn_admit(const struct config *c, const struct sockaddr_any *a,
+                       unsigned what)
 {
 	unsigned char key[16];
-	struct ipcount **pp, *e;
+	struct ipcount **pp = NULL, *e = NULL;
 	bool ok = false;
 
 	addr_key(a, key);
 	pthread_mutex_lock(&iplock);
-	if (total_conns >= c->limits.connections_max)
+	if ((what & CONN_COUNT_TOTAL) && total_conns >= c->limits.connections_max)
 		goto out;
-	for (pp = &iptab[addr_hash(key)]; (e = *pp); pp = &e->next)
-		if (memcmp(e->addr, key, 16) == 0)
-			break;
-	if (e && e->count >= c->limits.connections_per_ip)
-		goto out;
-	if (!e) {
-		if (!(e = calloc(1, sizeof(*e))))
+	if (what & CONN_COUNT_IP) {
+		e = *(pp = ip_slot(key));
+		if (e && e->count >= c->limits.connections_per_ip)
 			goto out;
-		memcpy(e->addr, key, 16);
-		*pp = e;
+		if (!e && !(e = calloc(1, sizeof(*e))))
+			goto out;
+		if (!*pp) {
+			memcpy(e->addr, key, 16);
+			*pp = e;
+		}
+		e->count++;
 	}
-	e->count++;
-	total_conns++;
+	total_conns += (what & CONN_COUNT_TOTAL) != 0;
 	ok = true;
 out:
 	pthread_mutex_unlock(&iplock);
 	return ok;
 }
 
-void worker_conn_release(const struct sockaddr_any *a)
+void worker_conn_release(const struct sockaddr_any *a, unsigned what)
 {
 	unsigned char key[16];
 	struct ipcount **pp, *e;
 
 	addr_key(a, key);
 	pthread_mutex_lock(&iplock);
-	for (pp = &iptab[addr_hash(key)]; (e = *pp); pp = &e->next) {
-		if (memcmp(e->addr, key, 16) != 0)
-			continue;
-		if (--e->count == 0) {
-			*pp = e->next;
-			free(e);
-		}
-		total_conns--;
-		break;
+	total_conns -= (what & CONN_COUNT_TOTAL) != 0;
+	if ((what & CONN_COUNT_IP) && (e = *(pp = ip_slot(key))) &&
+	    --e->count == 0) {
+		*pp = e->next;
+		free(e);
 	}
 	pthread_mutex_unlock(&iplock);
 }
@@ -177,6 +185,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 	(void)revents;
 	for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
 		struct sockaddr_any peer;
+		unsigned counted;
 		int fd;
 		peer.len = sizeof(peer.ss);
 		fd = accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len,
@@ -186,11 +195,18 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 				log_event(LOG_LVL_ERROR, 0, "accept", "reason=\"out of descriptors\"");
 			break;
 		}
-		if (!worker_conn_admit(cfg, &peer)) {
+		/* A load balancer's own address is no client: the PROXY
+		 * header's is counted once it has been read. */
+		counted = CONN_COUNT_TOTAL;
+		if (!lc->proxy_protocol ||
+		    !netmask_match(cfg->proxy_trusted, cfg->nproxy_trusted,
+		                   (const struct sockaddr *)&peer.ss))
+			counted |= CONN_COUNT_IP;
+		if (!worker_conn_admit(cfg, &peer, counted)) {
 			refuse(fd, lc);
 			continue;
 		}
-		session_new(w, cfg, lc, fd, &peer);
+		session_new(w, cfg, lc, fd, &peer, counted);
 	}
 	config_unref(cfg);
 }

@@ -395,6 +395,96 @@ static void test_session_cache_settings(void **state)
 	assert_non_null(strstr(errs, "cache_ttl"));
 }
 
+/* Pools with weights and a selection, checks, states, PROXY settings. */
+static void test_balancing_settings(void **state)
+{
+	char errs[2048];
+	struct config *c;
+
+	(void)state;
+	c = load("directory = { type = \"file\"; path = \"users\"; };\n"
+	         "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143; },\n"
+	         "  { name = \"b\"; host = \"127.0.0.1\"; imap = 144; state = \"drain\";"
+	         " proxy_protocol = true; },\n"
+	         "  { name = \"c\"; host = \"127.0.0.1\"; imap = 145; check = false; },\n"
+	         "  { name = \"d\"; host = \"127.0.0.1\"; imap = 146; } );\n"
+	         "pools = ( { name = \"p\"; selection = \"least_conn\";\n"
+	         "  members = ( { backend = \"a\"; weight = 3; }, \"b\", { backend = \"c\"; } ); },\n"
+	         "  { name = \"q\"; members = [ \"a\" ]; } );\n"
+	         "proxy_trusted_networks = [ \"10.0.0.0/8\", \"::1\" ];\n"
+	         "health = { interval = 2.5; timeout = 1; rise = 3; fall = 4; };\n"
+	         "admin = { socket = \"admin.sock\"; };\n"
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\";"
+	         " pool = \"p\"; proxy_protocol = true; } );\n",
+	         errs, sizeof(errs));
+	assert_non_null(c);
+	assert_int_equal(c->pools[0].selection, SELECT_LEAST_CONN);
+	assert_int_equal(c->pools[0].nmembers, 3);
+	assert_int_equal(c->pools[0].weights[0], 3);
+	assert_int_equal(c->pools[0].weights[1], 1);
+	assert_int_equal(c->pools[1].selection, SELECT_HASH);
+	assert_int_equal(c->backends[1].state, BACKEND_DRAIN);
+	assert_true(c->backends[1].proxy_protocol);
+	assert_true(c->backends[0].check);  /* a pool member */
+	assert_false(c->backends[2].check); /* said so */
+	assert_false(c->backends[3].check); /* in no pool */
+	assert_non_null(c->backends[0].rt);
+	assert_int_equal(c->nproxy_trusted, 2);
+	assert_true(c->listeners[0].proxy_protocol);
+	assert_true(c->health.interval == 2.5);
+	assert_int_equal(c->health.rise, 3);
+	assert_int_equal(c->health.fall, 4);
+	assert_non_null(strstr(c->admin_socket, "/admin.sock"));
+	config_unref(c);
+	/* Defaults. */
+	c = load(good, errs, sizeof(errs));
+	assert_non_null(c);
+	assert_true(c->health.interval == 5);
+	assert_int_equal(c->health.fall, 2);
+	assert_null(c->admin_socket);
+	assert_int_equal(c->nproxy_trusted, 0);
+	config_unref(c);
+}
+
+static void test_balancing_errors(void **state)
+{
+	char errs[4096];
+	struct config *c;
+
+	(void)state;
+	c = load("directory = { type = \"file\"; path = \"users\"; };\n"
+	         "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143;"
+	         " state = \"maybe\"; warm = 2; proxy_protocol = true; } );\n"
+	         "pools = ( { name = \"p\"; selection = \"random\";\n"
+	         "  members = ( { backend = \"a\"; weight = 0; }, 7, \"a\", { backend = \"zz\"; } ); } );\n"
+	         "proxy_trusted_networks = [ \"10.0.0.1/8\", \"nonsense\" ];\n"
+	         "health = { interval = 0; rise = 0; bogus = 1; };\n"
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\";"
+	         " pool = \"p\"; proxy_protocol = true; } );\n",
+	         errs, sizeof(errs));
+	assert_null(c);
+	assert_non_null(strstr(errs, "backends[0].state:"));
+	assert_non_null(strstr(errs, "backends[0].warm: warm connections"));
+	assert_non_null(strstr(errs, "pools[0].selection:"));
+	assert_non_null(strstr(errs, "pools[0].members[0].weight:"));
+	assert_non_null(strstr(errs, "a member is"));
+	assert_non_null(strstr(errs, "is a member twice"));
+	assert_non_null(strstr(errs, "no backend named \"zz\""));
+	assert_non_null(strstr(errs, "not a network \"10.0.0.1/8\""));
+	assert_non_null(strstr(errs, "not a network \"nonsense\""));
+	assert_non_null(strstr(errs, "health.interval:"));
+	assert_non_null(strstr(errs, "health.rise:"));
+	assert_non_null(strstr(errs, "health.bogus: unknown setting"));
+	/* proxy_protocol on a listener needs the trusted networks. */
+	c = load("directory = { type = \"file\"; path = \"users\"; };\n"
+	         "backends = ( { name = \"a\"; host = \"127.0.0.1\"; imap = 143; } );\n"
+	         "listeners = ( { protocol = \"imap\"; address = \"127.0.0.1:1143\";"
+	         " backend = \"a\"; proxy_protocol = true; } );\n",
+	         errs, sizeof(errs));
+	assert_null(c);
+	assert_non_null(strstr(errs, "listeners[0].proxy_protocol: proxy_protocol needs proxy_trusted_networks"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -413,6 +503,8 @@ int main(void)
 	    cmocka_unit_test(test_warm_pool_settings),
 	    cmocka_unit_test(test_session_cache_settings),
 	    cmocka_unit_test(test_connection_limit_settings),
+	    cmocka_unit_test(test_balancing_settings),
+	    cmocka_unit_test(test_balancing_errors),
 	};
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
