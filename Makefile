@@ -90,6 +90,7 @@ bench: deps
 	$(MAKE) all
 	$(PYTHON) tests/bench/run.py
 	$(PYTHON) tests/bench/smtp_ldap.py
+	$(PYTHON) tests/bench/failover.py
 
 install: postern
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)/postern
