@@ -218,7 +218,7 @@ static void admin_reply(int fd, const char *line)
 static void admin_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct timeval tv = {.tv_sec = ADMIN_IO_TIMEOUT};
-	char line[ADMIN_LINE_MAX];
+	char line[ADMIN_LINE_MAX] = "";
 	size_t len = 0;
 	int fd = accept4(io->fd, NULL, NULL, SOCK_CLOEXEC);
 
