@@ -169,19 +169,26 @@ static void plan(struct config *cfg, ev_tstamp now)
 	}
 }
 
-static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+/* Follow a reload: re-plan when the current snapshot is a new one. */
+static void sync_config(ev_tstamp now)
 {
 	struct config *cfg = config_current();
+
+	if (cfg && cfg != ctl.cfg)
+		plan(cfg, now);
+	else
+		config_unref(cfg);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
 	ev_tstamp now = ev_now(loop);
 
 	(void)t;
 	(void)revents;
-	if (!cfg)
+	sync_config(now);
+	if (!ctl.cfg)
 		return;
-	if (cfg != ctl.cfg)
-		plan(cfg, now);
-	else
-		config_unref(cfg);
 	for (struct check *c = ctl.checks; c; c = c->next)
 		if (c->planned && !c->u && now >= c->due)
 			start_check(c, now);
@@ -236,8 +243,7 @@ static void admin_cb(struct ev_loop *loop, ev_io *io, int revents)
 	}
 	line[len] = '\0';
 	line[strcspn(line, "\r\n")] = '\0';
-	if (ctl.cfg == NULL)
-		tick_cb(ctl.loop, &ctl.tick, 0);
+	sync_config(ev_now(ctl.loop)); /* answer from the newest snapshot */
 	admin_reply(fd, line);
 	close(fd);
 }
