@@ -33,7 +33,8 @@ long ldap_escape_value(const char *in, size_t inlen, char *out, size_t size);
 /*
  * Expand a filter template for a login name: %u the whole login, %n its
  * local part (before the last '@'; the whole login when there is none), %d
- * its domain (after the last '@'; "" when there is none), %% one '%'. The
+ * its domain (after the last '@'; "" when there is none), %r the client's
+ * IP address (client: as inet_ntop writes it), %% one '%'. The
  * last '@' because a quoted local part may hold one ("a@b"@example.org).
  * Every substituted value goes through ldap_escape_value and is never
  * scanned again, so a '%' in the login stays a '%'. An empty login, local
@@ -46,8 +47,12 @@ long ldap_escape_value(const char *in, size_t inlen, char *out, size_t size);
  * NUL-terminated filter and returns its length, or -1 when out is too small
  * (out is then "" when size > 0).
  */
-long ldap_expand_filter(const char *tmpl, const char *login, char *out,
-                        size_t size);
+long ldap_expand_filter(const char *tmpl, const char *login,
+                        const char *client, char *out, size_t size);
+
+/* Whether a template (one ldap_filter_check accepts) uses %r: then a
+ * verdict holds for one client address only. */
+bool ldap_filter_uses_client(const char *tmpl);
 
 /*
  * Check a filter template at configuration time. NULL when it is fine, else
@@ -59,7 +64,7 @@ long ldap_expand_filter(const char *tmpl, const char *login, char *out,
  *   - "must be one filter enclosed in parentheses", "unbalanced
  *     parentheses", "unescaped '(' in an assertion value (write \28)":
  *     libldap would refuse or misread such a filter on every lookup;
- *   - "unknown placeholder: only %u, %n, %d and %% are allowed" (also a
+ *   - "unknown placeholder: only %u, %n, %d, %r and %% are allowed" (also a
  *     lone '%' at the end): a typo like %U would otherwise search for the
  *     literal text;
  *   - "placeholder outside an assertion value": escaping makes a login safe

@@ -42,12 +42,13 @@ int ldapdir_start(void);
 void ldapdir_stop(void);
 
 /*
- * Look user up in cfg's LDAP directory from worker w's loop; done follows on
+ * Look user up in cfg's LDAP directory from worker w's loop (client: the
+ * client's IP address, for the filter's %r); done follows on
  * that loop (perhaps before this returns). -1 when it cannot be queued.
  */
 int ldapdir_lookup(struct worker *w, struct config *cfg, uint64_t sid,
-                   const char *user, const char *pass, ldapdir_done_cb *done,
-                   ldapdir_cancel_cb *cancel, void *arg);
+                   const char *user, const char *pass, const char *client,
+                   ldapdir_done_cb *done, ldapdir_cancel_cb *cancel, void *arg);
 
 /* On the worker's loop: take the connector's finished connections. */
 void ldapdir_deliver(struct worker *w);

@@ -25,6 +25,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "ldap_filter.h"
 #include "ldapdir.h"
 #include "log.h"
 #include "session.h"
@@ -96,16 +97,20 @@ static void verdict_free(struct verdict *v)
 	free(v);
 }
 
-static void cache_key(const char *user, const char *pass, unsigned char out[32])
+/* The key of a verdict: user, password and, when the directory's answer
+ * depends on it (an LDAP filter with %r), the client's address. */
+static void cache_key(const char *user, const char *pass, const char *client,
+                      unsigned char out[32])
 {
-	unsigned char buf[2 * (CRED_MAX + 1)];
-	size_t ul = strlen(user), pl = strlen(pass);
+	unsigned char buf[2 * (CRED_MAX + 1) + INET6_ADDRSTRLEN + 1];
+	size_t ul = strlen(user), pl = strlen(pass), cl = strlen(client);
 	unsigned int ol = 32;
 
 	memcpy(buf, user, ul + 1);
-	memcpy(buf + ul + 1, pass, pl);
-	HMAC(EVP_sha256(), cache.secret, sizeof(cache.secret), buf, ul + 1 + pl,
-	     out, &ol);
+	memcpy(buf + ul + 1, client, cl + 1);
+	memcpy(buf + ul + 1 + cl + 1, pass, pl);
+	HMAC(EVP_sha256(), cache.secret, sizeof(cache.secret), buf,
+	     ul + 1 + cl + 1 + pl, out, &ol);
 	OPENSSL_cleanse(buf, sizeof(buf));
 }
 
@@ -340,7 +345,12 @@ int directory_lookup(struct session *s)
 	v->sid = s->id;
 	if (s->cfg->auth_cache_ttl > 0 && s->creds->pass[0]) {
 		double now = ev_now(s->w->loop);
-		cache_key(s->creds->user, s->creds->pass, v->key);
+		cache_key(s->creds->user, s->creds->pass,
+		          s->cfg->directory_type == DIRECTORY_LDAP &&
+		                  ldap_filter_uses_client(s->cfg->ldap.filter)
+		              ? s->peer_ip
+		              : "",
+		          v->key);
 		if (cache_get(v->key, now, v)) {
 			log_event(LOG_LVL_DEBUG, s->id, "directory",
 			          "user=%s result=ok cached=1", s->user);
@@ -354,7 +364,7 @@ int directory_lookup(struct session *s)
 	memcpy(v->pass, s->creds->pass, sizeof(v->pass));
 	if (s->cfg->directory_type == DIRECTORY_LDAP) {
 		if (ldapdir_lookup(s->w, s->cfg, s->id, s->creds->user, v->pass,
-		                   ldap_done, ldap_cancel, v) < 0) {
+		                   s->peer_ip, ldap_done, ldap_cancel, v) < 0) {
 			verdict_free(v);
 			return -1;
 		}

@@ -256,8 +256,10 @@ static const char *on_value(struct tmpl_check *k, unsigned char c)
 		k->i += 2;
 		return NULL;
 	case '%':
-		if (t[1] != 'u' && t[1] != 'n' && t[1] != 'd' && t[1] != '%')
-			return "unknown placeholder: only %u, %n, %d and %% are allowed";
+		if (t[1] != 'u' && t[1] != 'n' && t[1] != 'd' && t[1] != 'r' &&
+		    t[1] != '%')
+			return "unknown placeholder: only %u, %n, %d, %r and %% are "
+			       "allowed";
 		if (t[1] == 'u' || t[1] == 'n')
 			k->user = true;
 		k->i++;
@@ -342,14 +344,25 @@ const char *ldap_filter_check(const char *tmpl)
 	return NULL;
 }
 
-long ldap_expand_filter(const char *tmpl, const char *login, char *out,
-                        size_t size)
+bool ldap_filter_uses_client(const char *tmpl)
+{
+	for (const char *p = strchr(tmpl, '%'); p; p = strchr(p + 2, '%')) {
+		if (p[1] == 'r')
+			return true;
+		if (!p[1])
+			break;
+	}
+	return false;
+}
+
+long ldap_expand_filter(const char *tmpl, const char *login,
+                        const char *client, char *out, size_t size)
 {
 	struct outbuf o = {.buf = out, .size = out != NULL ? size : 0};
 	const char *at, *domain;
 	size_t loginlen, locallen, i;
 
-	assert(tmpl != NULL && login != NULL);
+	assert(tmpl != NULL && login != NULL && client != NULL);
 	if (ldap_filter_check(tmpl) != NULL) {
 		o.fail = true;
 		return finish(&o);
@@ -370,6 +383,8 @@ long ldap_expand_filter(const char *tmpl, const char *login, char *out,
 			put_escaped(&o, login, locallen);
 		else if (tmpl[i] == 'd')
 			put_escaped(&o, domain, strlen(domain));
+		else if (tmpl[i] == 'r')
+			put_escaped(&o, client, strlen(client));
 		else
 			put_bytes(&o, "%", 1);
 	}

@@ -10,6 +10,7 @@
 #include "ldapdir.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,7 @@ struct lreq {
 	ev_timer timer;
 	char user[CRED_MAX + 1];
 	char pass[CRED_MAX + 1];
+	char client[INET6_ADDRSTRLEN];
 	char *dn, *host, *canonical, *hash;
 	unsigned entries;
 	ldapdir_done_cb *done;
@@ -409,7 +411,8 @@ static void start_search(struct lreq *r, struct lconn *c)
 	int n = 0, rc;
 	struct timeval tv = {(time_t)l->timeout + 1, 0};
 
-	if (ldap_expand_filter(l->filter, r->user, filter, sizeof(filter)) < 0) {
+	if (ldap_expand_filter(l->filter, r->user, r->client, filter,
+	                       sizeof(filter)) < 0) {
 		finish(r, AUTH_FAIL, "login name does not fit the filter");
 		return;
 	}
@@ -678,8 +681,8 @@ static struct ldapdir *worker_ldap(struct worker *w, const struct config *cfg)
 }
 
 int ldapdir_lookup(struct worker *w, struct config *cfg, uint64_t sid,
-                   const char *user, const char *pass, ldapdir_done_cb *done,
-                   ldapdir_cancel_cb *cancel, void *arg)
+                   const char *user, const char *pass, const char *client,
+                   ldapdir_done_cb *done, ldapdir_cancel_cb *cancel, void *arg)
 {
 	struct ldapdir *d = worker_ldap(w, cfg);
 	struct lreq *r;
@@ -694,6 +697,7 @@ int ldapdir_lookup(struct worker *w, struct config *cfg, uint64_t sid,
 	r->arg = arg;
 	snprintf(r->user, sizeof(r->user), "%s", user);
 	snprintf(r->pass, sizeof(r->pass), "%s", pass);
+	snprintf(r->client, sizeof(r->client), "%s", client);
 	ev_timer_init(&r->timer, req_timeout, 1., 0.);
 	r->timer.data = r;
 	r->next = d->reqs;

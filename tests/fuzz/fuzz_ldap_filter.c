@@ -192,7 +192,7 @@ static long expand_sized(const char *tmpl, const char *login, size_t size,
 	long r;
 
 	CHECK(out != NULL);
-	r = ldap_expand_filter(tmpl, login, size > 0 ? out : NULL, size);
+	r = ldap_expand_filter(tmpl, login, "192.0.2.1", size > 0 ? out : NULL, size);
 	CHECK(r == -1 || (r >= 0 && (size_t)r < size));
 	if (r == -1 && size > 0)
 		CHECK(out[0] == '\0');

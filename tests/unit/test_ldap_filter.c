@@ -138,7 +138,7 @@ static void check_expand(const char *tmpl, const char *login,
 	long r;
 
 	memset(out, 'X', sizeof out);
-	r = ldap_expand_filter(tmpl, login, out, sizeof out);
+	r = ldap_expand_filter(tmpl, login, "", out, sizeof out);
 	assert_int_equal(r, (long)strlen(want));
 	assert_string_equal(out, want);
 }
@@ -146,7 +146,7 @@ static void check_expand(const char *tmpl, const char *login,
 static void check_expand_fails(const char *tmpl, const char *login)
 {
 	memset(out, 'X', sizeof out);
-	assert_int_equal(ldap_expand_filter(tmpl, login, out, sizeof out), -1);
+	assert_int_equal(ldap_expand_filter(tmpl, login, "", out, sizeof out), -1);
 	assert_int_equal(out[0], '\0');
 }
 
@@ -180,7 +180,7 @@ static void check_same_structure(const char *tmpl, const char *login)
 {
 	char want[128], got[128];
 
-	assert_true(ldap_expand_filter(tmpl, login, out, sizeof out) >= 0);
+	assert_true(ldap_expand_filter(tmpl, login, "", out, sizeof out) >= 0);
 	structure(tmpl, want, sizeof want);
 	structure(out, got, sizeof got);
 	assert_string_equal(got, want);
@@ -268,7 +268,7 @@ static void test_expand_bad_templates(void **state)
 	check_expand_fails("(o=%d)", "alice@example.org");
 	check_expand_fails("", "alice");
 	/* NULL out with size 0: nothing written, still -1 */
-	assert_int_equal(ldap_expand_filter("(uid=%x)", "a", NULL, 0), -1);
+	assert_int_equal(ldap_expand_filter("(uid=%x)", "a", "", NULL, 0), -1);
 }
 
 static void test_expand_exact_size(void **state)
@@ -276,16 +276,16 @@ static void test_expand_exact_size(void **state)
 	char buf[16];
 
 	/* "(uid=a\2a)" is 10 bytes */
-	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", buf, 11), 10);
+	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", "", buf, 11), 10);
 	assert_string_equal(buf, "(uid=a\\2a)");
 	memset(buf, 'X', sizeof buf);
-	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", buf, 10), -1);
+	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", "", buf, 10), -1);
 	assert_int_equal(buf[0], '\0');
 	assert_int_equal(buf[10], 'X');
 	/* short inside the escape and inside the template text */
-	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", buf, 8), -1);
-	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", buf, 3), -1);
-	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", NULL, 0), -1);
+	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", "", buf, 8), -1);
+	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", "", buf, 3), -1);
+	assert_int_equal(ldap_expand_filter("(uid=%u)", "a*", "", NULL, 0), -1);
 }
 
 /* ---- template check ---- */
@@ -337,14 +337,17 @@ static void test_check_each_error(void **state)
 		{"(", "unbalanced parentheses"},
 		{"(uid", "unbalanced parentheses"},
 		{"(uid=(%u))", "unescaped '(' in an assertion value (write \\28)"},
-		{"(uid=%x)", "unknown placeholder: only %u, %n, %d and %% are "
+		{"(uid=%x)", "unknown placeholder: only %u, %n, %d, %r and %% are "
 		             "allowed"},
-		{"(uid=%U)", "unknown placeholder: only %u, %n, %d and %% are "
+		{"(uid=%U)", "unknown placeholder: only %u, %n, %d, %r and %% are "
 		             "allowed"},
-		{"(uid=%u%)", "unknown placeholder: only %u, %n, %d and %% are "
+		{"(uid=%u%)", "unknown placeholder: only %u, %n, %d, %r and %% are "
 		              "allowed"},
-		{"(uid=%{user})", "unknown placeholder: only %u, %n, %d and %% "
-		                  "are allowed"},
+		{"(uid=%{user})", "unknown placeholder: only %u, %n, %d, %r and "
+		                  "%% are allowed"},
+		{"(ip=%r)", "no %u or %n placeholder: every user would match the "
+		            "same entry"},
+		{"(%r=x)", "placeholder outside an assertion value"},
 		{"(%u=x)", "placeholder outside an assertion value"},
 		{"(u%u=x)", "placeholder outside an assertion value"},
 		{"(uid=\\(%u)", "bad escape: '\\' must be followed by two hex "
@@ -742,6 +745,31 @@ static void test_allowed_value_as_pattern(void **state)
 	}
 }
 
+/* %r: the client's address, escaped like any value; uses_client finds it
+ * and only it ("%%r" is a literal "%r"). */
+static void test_client_placeholder(void **state)
+{
+	char buf[256];
+
+	(void)state;
+	assert_int_equal(ldap_expand_filter("(&(uid=%u)(ip=%r))", "bob",
+	                                    "192.0.2.9", buf, sizeof buf),
+	                 (long)strlen("(&(uid=bob)(ip=192.0.2.9))"));
+	assert_string_equal(buf, "(&(uid=bob)(ip=192.0.2.9))");
+	assert_true(ldap_expand_filter("(&(uid=%u)(ip=%r))", "bob",
+	                               "2001:db8::9", buf, sizeof buf) > 0);
+	assert_string_equal(buf, "(&(uid=bob)(ip=2001:db8::9))");
+	/* whatever the caller passes is escaped, never structure */
+	assert_true(ldap_expand_filter("(&(uid=%u)(ip=%r))", "bob", "*)(x=1",
+	                               buf, sizeof buf) > 0);
+	assert_string_equal(buf, "(&(uid=bob)(ip=\\2a\\29\\28x=1))");
+	assert_null(ldap_filter_check("(&(uid=%u)(description=%r))"));
+	assert_true(ldap_filter_uses_client("(&(uid=%u)(ip=%r))"));
+	assert_false(ldap_filter_uses_client("(&(uid=%u)(ip=%%r))"));
+	assert_false(ldap_filter_uses_client("(uid=%u)"));
+	assert_true(ldap_filter_uses_client("(&(uid=%u)(ip=%%%r))"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -775,6 +803,7 @@ int main(void)
 		cmocka_unit_test(test_allowed_malformed_values),
 		cmocka_unit_test(test_allowed_pattern_forms),
 		cmocka_unit_test(test_allowed_value_as_pattern),
+		cmocka_unit_test(test_client_placeholder),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
