@@ -1307,7 +1307,7 @@ BAD_SETTINGS = [
     ("filter", {"filter": "(uid=admin)"}, "directory.filter",
      "no %u or %n placeholder: every user would match the same entry"),
     ("filter", {"filter": "(uid=%U)"}, "directory.filter",
-     "unknown placeholder: only %u, %n, %d and %% are allowed"),
+     "unknown placeholder: only %u, %n, %d, %r and %% are allowed"),
     ("filter", {"filter": "(%u=x)"}, "directory.filter",
      "placeholder outside an assertion value"),
     ("filter", {"filter": "uid=%u"}, "directory.filter",
