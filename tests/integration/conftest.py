@@ -14,6 +14,7 @@ import shutil
 import ssl
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -185,13 +186,15 @@ def private_dovecot(workroot, all_users):
 
 @pytest.fixture
 def tap_factory():
-    """tap_factory(port, host="127.0.0.1") -> a started servers.Tap: a TCP
-    relay to (host, port) on its own .port that records the bytes each way
-    (what Postern really sends a backend).  Stopped after the test."""
+    """tap_factory(port, host="127.0.0.1", reply_delay=0) -> a started
+    servers.Tap: a TCP relay to (host, port) on its own .port that records
+    the bytes each way (what Postern really sends a backend); reply_delay
+    holds the server's first bytes back that many seconds.  Stopped after
+    the test."""
     taps = []
 
-    def factory(port, host="127.0.0.1"):
-        t = servers.Tap(port, host).start()
+    def factory(port, host="127.0.0.1", **kw):
+        t = servers.Tap(port, host, **kw).start()
         taps.append(t)
         return t
 
@@ -335,10 +338,15 @@ class PosternLauncher:
                 "path": "users",  # relative to the config file's directory
                 "verifier_threads": 2,
             },
+            # check = false: no active health checks (pool members are
+            # checked by default), so that what a backend, a Tap or a fake
+            # server sees is the tests' own traffic; the load-balancing
+            # and PROXY tests turn checks on where they test them.
             "backends": [
                 dict({"name": name, "host": "127.0.0.1", "imap": d.port,
                       "pop3": d.pop3_port,
-                      "tls": "none", "auth": "plain", "trusted": True},
+                      "tls": "none", "auth": "plain", "trusted": True,
+                      "check": False},
                      **self.submission_of(name, d))
                 for name, d in self.backends.items()
             ],
@@ -483,3 +491,219 @@ def postern_factory(postern_launcher):
     yield factory
     _stop_all(started)
 
+
+
+# --------------------------------------------------------------------------
+# HAProxy
+
+
+_haproxy_seq = itertools.count(1)
+
+
+@pytest.fixture
+def haproxy_factory(workroot):
+    """haproxy_factory(frontends) -> a started servers.HAProxy (TCP mode,
+    foreground child): frontends is a list of dicts {"target": port,
+    "send_proxy": "v2" | "v1" | None, "port": optional}; .ports lists the
+    frontends' ports.  Stopped after the test, with a leftover check."""
+    made = []
+
+    def factory(frontends):
+        n = next(_haproxy_seq)
+        h = servers.HAProxy("haproxy%d" % n,
+                            os.path.join(workroot, "haproxy%d" % n),
+                            frontends)
+        made.append(h)
+        return h.start()
+
+    yield factory
+    leftovers = []
+    for h in made:
+        h.stop()
+        leftovers += h.instance_pids()
+    assert not leftovers, "haproxy processes left behind: %r" % leftovers
+
+
+# --------------------------------------------------------------------------
+# A pool of three Dovecots with 300 users of their own (load balancing and
+# health checks: test_lb_pool.py, test_lb_health.py)
+
+
+LB_NAMES = ("lb-a", "lb-b", "lb-c")
+LB_USER_COUNT = 300
+
+
+def lb_user_name(i):
+    return "lb%03d" % i
+
+
+def make_lb_users(n=LB_USER_COUNT):
+    """n users without a mailbox host (so the pool places them), known to
+    all three pool Dovecots with the same password."""
+    return [servers.User(lb_user_name(i), "pw-%s-x" % lb_user_name(i), None)
+            for i in range(n)]
+
+
+class LbPool:
+    """Three started Dovecots, .dovecots {"lb-a": d, "lb-b": d, "lb-c": d}
+    (hostname = name, so an INBOX says "hello from lb-b"), each knowing
+    every user of .users (300, lb000..lb299, no host) and serving IMAP
+    (.port), POP3 (.pop3_port) and submission (.submission_port, relaying
+    to the session's Postfix); start() runs a Postern whose pool "default"
+    (every listener's pool) is made of them.  Tests may stop a Dovecot;
+    ensure_running() (run before and after each test by the lb_pool
+    fixture) starts it again."""
+
+    names = LB_NAMES
+
+    def __init__(self, dovecots, users, launcher):
+        self.dovecots = dovecots
+        self.users = users
+        self.by_name = {u.name: u for u in users}
+        self.launcher = launcher
+
+    def user(self, name):
+        return self.by_name[name]
+
+    def ensure_running(self):
+        for d in self.dovecots.values():
+            if d.proc is None or d.proc.poll() is not None:
+                d.stop()
+                d.start()
+
+    def backend_entry(self, name):
+        d = self.dovecots[name]
+        entry = {"name": name, "host": "127.0.0.1", "imap": d.port,
+                 "pop3": d.pop3_port, "tls": "none", "auth": "plain",
+                 "trusted": True}
+        if d.submission_port:
+            entry.update(submission=d.submission_port,
+                         submission_login="passthrough")
+        return entry
+
+    def mutator(self, selection=None, members=None, weights=None,
+                backends=None, extra_backends=(), health=None, admin=True,
+                pool_name="default"):
+        """A PosternLauncher `mutate` callable: backends = the three (and
+        extra_backends, full entries), changed by `backends` ({name: {key:
+        value}}, deep-merged, None deletes); one pool `pool_name` of
+        `members` (default all three): with `weights` ({name: weight or
+        None for "no weight key"}) as a list of groups
+        `( { backend = ...; weight = ...; }, ... )`, else as an array of
+        names; `selection` when given; `health` (a dict) when given;
+        admin socket "admin.sock" unless admin=False."""
+        members = list(members or self.names)
+
+        def mutate(cfg):
+            cfg["backends"] = [self.backend_entry(n) for n in self.names]
+            cfg["backends"] += [copy.deepcopy(b) for b in extra_backends]
+            for name, changes in (backends or {}).items():
+                entry = [b for b in cfg["backends"] if b["name"] == name]
+                assert entry, "no backend %r in the config" % name
+                servers.deep_merge(entry[0], copy.deepcopy(changes))
+            pool = {"name": pool_name}
+            if selection is not None:
+                pool["selection"] = selection
+            if weights is not None:
+                groups = []
+                for n in members:
+                    g = {"backend": n}
+                    if weights.get(n) is not None:
+                        g["weight"] = weights[n]
+                    groups.append(g)
+                pool["members"] = groups
+            else:
+                pool["members"] = members
+            cfg["pools"] = [pool]
+            for lst in cfg["listeners"]:
+                lst["pool"] = pool_name
+            if health is not None:
+                cfg["health"] = copy.deepcopy(health)
+            if admin:
+                cfg["admin"] = {"socket": "admin.sock"}
+        return mutate
+
+    def start(self, factory, selection=None, members=None, weights=None,
+              backends=None, extra_backends=(), health=None, admin=True,
+              users=None, mutate=None, **overrides):
+        """Start a Postern (through `factory`: postern_factory or
+        module_postern_factory) in front of the pool; see mutator() for
+        the pool arguments.  The users file holds .users (or `users`);
+        `overrides` go to PosternLauncher.start (imap.cache_ttl defaults
+        to 0 here, so every login reaches a backend); `mutate` runs after
+        the pool's own."""
+        base = self.mutator(selection, members, weights, backends,
+                            extra_backends, health, admin)
+
+        def both(cfg):
+            base(cfg)
+            if mutate:
+                mutate(cfg)
+        imap = dict({"cache_ttl": 0}, **overrides.pop("imap", {}))
+        return factory(mutate=both, users=self.users if users is None
+                       else users, imap=imap, **overrides)
+
+    def landings(self, p, users, port=None, threads=12, proto="imap"):
+        """Log every user in (`proto` imap or pop3, plain listener, in
+        `threads` parallel clients), then read Postern's `event=login
+        result=ok` lines: {user name: backend}.  Fails unless each user
+        has exactly one such line."""
+        from helpers import login_many
+        if port is None:
+            port = p.plain_port if proto == "imap" else p.pop3_port
+        names = {u.name for u in users}
+        mark = p.log_mark()
+        errors = login_many(port, users, threads=threads, proto=proto)
+        assert not errors, "logins failed: %r" % errors[:10]
+        deadline = time.monotonic() + 20
+        while True:
+            evs = [e for e in p.events(since=mark, event="login",
+                                       result="ok")
+                   if e.get("user") in names]
+            if len(evs) >= len(names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        out = {}
+        for e in evs:
+            assert e["user"] not in out, "two logins of %s" % e["user"]
+            out[e["user"]] = e.get("backend")
+        missing = names - set(out)
+        assert not missing, "no login line for %r" % sorted(missing)[:10]
+        return out
+
+
+@pytest.fixture(scope="session")
+def lb_users():
+    return make_lb_users()
+
+
+@pytest.fixture(scope="session")
+def lb_trio(workroot, lb_users, postern_launcher, postfix):
+    """The session's LbPool (three Dovecots lb-a, lb-b, lb-c with the 300
+    lb users), started on first use; tests use `lb_pool`.  Stopped at the
+    end of the session with a leftover-process check."""
+    started = {}
+    try:
+        for name in LB_NAMES:
+            d = Dovecot(name, os.path.join(workroot, name), lb_users,
+                        submission_relay=("127.0.0.1", postfix.relay_port))
+            started[name] = d
+            d.start()
+        # the 300 hashes once, not at the first Postern start of a test
+        postern_launcher.hashes_for(lb_users)
+        yield LbPool(started, lb_users, postern_launcher)
+    finally:
+        leftovers = []
+        for d in started.values():
+            d.stop()
+            leftovers += d.instance_pids()
+        assert not leftovers, "dovecot processes left behind: %r" % leftovers
+
+
+@pytest.fixture
+def lb_pool(lb_trio):
+    """The LbPool with all three Dovecots running before the test, and
+    running again after it (a test may stop one)."""
+    lb_trio.ensure_running()
+    yield lb_trio
+    lb_trio.ensure_running()

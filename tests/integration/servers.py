@@ -273,6 +273,11 @@ class LogFile:
 # --------------------------------------------------------------------------
 # Dovecot
 
+# A PROXY protocol v2 header with the LOCAL command (no addresses): what a
+# load balancer's health check sends; the receiver keeps the connection's
+# own addresses.
+PROXY_V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"
+
 
 def make_message(subject, body, sender="sender@example.test",
                  to="user@example.test", msgid=None):
@@ -327,7 +332,14 @@ class Dovecot(LogFile):
         `submission_port` (same address, no TLS unless ssl_cert) where users
         log in with AUTH PLAIN/LOGIN and whose mail Dovecot relays there
         (`submission_relay_trusted = yes`).  `submission_port` is None
-        otherwise."""
+        otherwise;
+      - haproxy: every client listener (imap, pop3, and imaps, pop3s,
+        submission where present) gets `haproxy = yes` and the config
+        `haproxy_trusted_networks = 127.0.0.0/8`: Dovecot then requires a
+        PROXY header (v1 or v2) as the first bytes of each connection from
+        those networks and takes the client's address from it (logged as
+        rip=; a v2 LOCAL header keeps the connection's own addresses).
+        start() sends a v2 LOCAL header before it reads the greeting."""
 
     _seq = 0
 
@@ -335,8 +347,9 @@ class Dovecot(LogFile):
                  ssl_key=None, disable_plaintext_auth=False,
                  trusted_networks="127.0.0.0/8", master_users=None,
                  address="127.0.0.1", auth_inet_port=None,
-                 submission_relay=None, extra_conf=""):
+                 submission_relay=None, extra_conf="", haproxy=False):
         Dovecot._seq += 1
+        self.haproxy = haproxy
         self.extra_conf = extra_conf  # appended to dovecot.conf as it is
         self.name = name
         self.hostname = hostname or name
@@ -469,10 +482,17 @@ class Dovecot(LogFile):
                                                     self.imaps_port)
             pop3s = "    address = %s\n    port = %d" % (self.address,
                                                     self.pop3s_port)
+            if self.haproxy:
+                imaps += "\n    haproxy = yes"
+                pop3s += "\n    haproxy = yes"
         else:
             ssl = "ssl = no"
             imaps = "    port = 0"
             pop3s = "    port = 0"
+        # haproxy = yes on a client listener: the PROXY header is required
+        hap = "\n    haproxy = yes" if self.haproxy else ""
+        hap_conf = ("haproxy_trusted_networks = 127.0.0.0/8\n"
+                    if self.haproxy else "")
         masters = ""
         if self.master_users:
             # The login line names the authenticating (master) user too.
@@ -507,7 +527,7 @@ mail_max_userip_connections = 1000
 login_trusted_networks = {trusted}
 login_greeting = Dovecot {host} ready.
 imap_id_log = *
-mailbox_idle_check_interval = 1 secs
+{hap_conf}mailbox_idle_check_interval = 1 secs
 default_process_limit = 500
 default_client_limit = 2000
 default_vsz_limit = 1G
@@ -528,7 +548,7 @@ service imap-login {{
   client_limit = 1000
   inet_listener imap {{
     address = {address}
-    port = {port}
+    port = {port}{hap}
   }}
   inet_listener imaps {{
 {imaps}
@@ -554,7 +574,8 @@ service auth {{
   client_limit = 5000
 }}
 {extra}
-""".format(extra=self.extra_conf, inst=self.instance_name, base=self.base_dir, state=self.state_dir,
+""".format(extra=self.extra_conf, hap=hap, hap_conf=hap_conf,
+           inst=self.instance_name, base=self.base_dir, state=self.state_dir,
            log=self.log_path, protocols=protocols, passwd=self.passwd_path,
            port=self.port, host=self.hostname, ssl=ssl, imaps=imaps,
            dpa="yes" if self.disable_plaintext_auth else "no",
@@ -566,13 +587,13 @@ service pop3-login {{
   chroot =
   inet_listener pop3 {{
     address = {address}
-    port = {pop3}
+    port = {pop3}{hap}
   }}
   inet_listener pop3s {{
 {pop3s}
   }}
 }}
-""".format(pop3=self.pop3_port, address=self.address, pop3s=pop3s)
+""".format(pop3=self.pop3_port, address=self.address, pop3s=pop3s, hap=hap)
         if self.auth_inet_port:
             # A second auth service block merges into the first: the
             # auth-client protocol (what Postfix's dovecot SASL speaks) on
@@ -601,12 +622,12 @@ service submission-login {{
   chroot =
   inet_listener submission {{
     address = {address}
-    port = {port}
+    port = {port}{hap}
   }}
 }}
 """.format(host=self.hostname, relay_host=relay_host,
            relay_port=relay_port, address=self.address,
-           port=self.submission_port)
+           port=self.submission_port, hap=hap)
         return c
 
     # -- process
@@ -632,6 +653,8 @@ service submission-login {{
                 with socket.create_connection((self.address, self.port),
                                               timeout=2) as s:
                     s.settimeout(5)
+                    if self.haproxy:
+                        s.sendall(PROXY_V2_LOCAL)
                     greeting = s.recv(4096)
                     if greeting.startswith(b"* OK"):
                         return self
@@ -1593,9 +1616,14 @@ class Tap:
     closes everything and joins the threads.
 
     tap.sessions: list of {"c2s": bytearray, "s2c": bytearray} (client to
-    server and back), one per accepted connection, in accept order."""
+    server and back), one per accepted connection, in accept order.
 
-    def __init__(self, target_port, target_host="127.0.0.1"):
+    reply_delay: seconds the server's first bytes on each connection are
+    held back (a backend that greets late: a health check with a shorter
+    timeout gives up, a login with a longer one gets through)."""
+
+    def __init__(self, target_port, target_host="127.0.0.1", reply_delay=0):
+        self.reply_delay = reply_delay
         self.target = (target_host, target_port)
         self.sessions = []
         self._lock = threading.Lock()
@@ -1630,19 +1658,24 @@ class Tap:
             with self._lock:
                 self.sessions.append(rec)
                 self._socks += [client, server]
-            for src, dst, key in ((client, server, "c2s"),
-                                  (server, client, "s2c")):
+            for src, dst, key, delay in (
+                    (client, server, "c2s", 0),
+                    (server, client, "s2c", self.reply_delay)):
                 t = threading.Thread(target=self._pump,
-                                     args=(src, dst, rec[key]), daemon=True)
+                                     args=(src, dst, rec[key], delay),
+                                     daemon=True)
                 t.start()
                 self._threads.append(t)
 
-    def _pump(self, src, dst, record):
+    def _pump(self, src, dst, record, delay=0):
         while True:
             try:
                 data = src.recv(65536)
             except OSError:
                 data = b""
+            if delay and data:
+                time.sleep(delay)
+                delay = 0
             if not data:
                 try:
                     dst.shutdown(socket.SHUT_WR)
@@ -1684,6 +1717,137 @@ class Tap:
             sk.close()
         for t in self._threads:
             t.join(5)
+
+
+# --------------------------------------------------------------------------
+# HAProxy (Debian package haproxy): a TCP load balancer in front of Postern
+
+
+HAPROXY = "/usr/sbin/haproxy"
+
+
+class HAProxy(LogFile):
+    """One private HAProxy process in TCP mode (`haproxy -f CONF -db`, in
+    the foreground, as a child of the test run): one frontend per entry of
+    `frontends`, each on its own free port of 127.0.0.1 and forwarding to
+    one server.  An entry is a dict:
+      - target: the server's port (required); target_host (127.0.0.1);
+      - send_proxy: "v2" (send-proxy-v2), "v1" (send-proxy) or None: the
+        PROXY header HAProxy puts before the client's bytes;
+      - port: the frontend's port (default: a free one).
+    .ports: the frontends' ports in order (.port: the first).  HAProxy's
+    own log (one line per connection, tcplog format, with the client's
+    address) goes to `log_path`.  start() waits until every frontend
+    accepts; stop() terminates the process by pid and waits for it."""
+
+    def __init__(self, name, workdir, frontends):
+        self.name = name
+        self.workdir = workdir
+        self.frontends = []
+        for f in frontends:
+            f = dict(f)
+            assert f.get("send_proxy") in (None, "v1", "v2"), f
+            f.setdefault("target_host", "127.0.0.1")
+            f.setdefault("send_proxy", None)
+            if not f.get("port"):
+                f["port"] = free_port()
+            self.frontends.append(f)
+        self.ports = [f["port"] for f in self.frontends]
+        assert len(set(self.ports)) == len(self.ports), self.ports
+        self.conf_path = os.path.join(workdir, "haproxy.cfg")
+        self.log_path = os.path.join(workdir, "haproxy.log")
+        self.proc = None
+        os.makedirs(workdir, exist_ok=True)
+        with open(self.conf_path, "w") as f:
+            f.write(self._config())
+
+    @property
+    def port(self):
+        return self.ports[0]
+
+    def _config(self):
+        # No daemon, chroot or user: a foreground child of the test run,
+        # logging to its stdout (redirected to log_path).
+        lines = [
+            "# Generated by tests/integration/servers.py",
+            "global",
+            "    maxconn 2000",
+            "    log stdout format raw local0 info",
+            "",
+            "defaults",
+            "    mode tcp",
+            "    log global",
+            "    option tcplog",
+            "    timeout connect 5s",
+            "    timeout client 120s",
+            "    timeout server 120s",
+            "",
+        ]
+        for i, f in enumerate(self.frontends):
+            opt = {"v2": " send-proxy-v2", "v1": " send-proxy",
+                   None: ""}[f["send_proxy"]]
+            lines += [
+                "frontend fe%d" % i,
+                "    bind 127.0.0.1:%d" % f["port"],
+                "    default_backend be%d" % i,
+                "",
+                "backend be%d" % i,
+                "    server s%d %s:%d%s" % (i, f["target_host"], f["target"],
+                                          opt),
+                "",
+            ]
+        return "\n".join(lines)
+
+    def start(self, timeout=20):
+        assert self.proc is None or self.proc.poll() is not None
+        check = run([HAPROXY, "-c", "-f", self.conf_path], check=False)
+        if check.returncode != 0:
+            raise RuntimeError("bad haproxy config: %s%s" % (
+                check.stdout.decode(errors="replace"),
+                check.stderr.decode(errors="replace")))
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [HAPROXY, "-f", self.conf_path, "-db"],
+                stdin=subprocess.DEVNULL, stdout=logf,
+                stderr=subprocess.STDOUT, cwd=self.workdir)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        pending = list(self.ports)
+        while pending:
+            if self.proc.poll() is not None:
+                raise RuntimeError("haproxy %s exited with %s:\n%s" % (
+                    self.name, self.proc.returncode, self.log_text()[-3000:]))
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("haproxy %s did not listen on %r:\n%s" % (
+                    self.name, pending, self.log_text()[-3000:]))
+            pending = [p for p in pending if not port_accepts(p)]
+            if pending:
+                time.sleep(0.05)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def instance_pids(self):
+        return pids_matching(self.conf_path)
+
+    def stop(self, timeout=10):
+        """SIGTERM (HAProxy's hard stop: every connection is closed) by
+        pid, wait; SIGKILL if it does not exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 # --------------------------------------------------------------------------
@@ -2025,6 +2189,90 @@ class Postern:
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def restart(self, timeout=30):
+        """Stop (SIGTERM; fails on a problem stop() reports) and start the
+        same binary again with the same config file and ports."""
+        problems = self.stop()
+        assert not problems, "\n".join(problems)
+        self.stopped = False
+        self.exit_code = None
+        return self.start(timeout)
+
+    # -- the admin interface (admin = { socket = "..." })
+
+    @property
+    def admin_socket_path(self):
+        """The admin socket (config admin.socket, relative to the config
+        file's directory)."""
+        path = self.config["admin"]["socket"]
+        return os.path.join(os.path.dirname(self.conf_path), path)
+
+    def admin(self, command, conf_path=None, timeout=20):
+        """Run `postern -c CONF -a COMMAND` (the same binary and sanitizer
+        settings as the server): CompletedProcess with text stdout and
+        stderr; returncode 0, 1 (reply starts with ERR), 2 (no
+        connection)."""
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        return subprocess.run(
+            [self.binary, "-c", conf_path or self.conf_path, "-a", command],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, timeout=timeout, cwd=self.workdir,
+            env=env, universal_newlines=True)
+
+    def admin_ok(self, command):
+        """admin() that must exit 0; returns its stdout."""
+        r = self.admin(command)
+        assert r.returncode == 0, (command, r.returncode, r.stdout, r.stderr)
+        return r.stdout
+
+    def admin_socket(self, command, timeout=10):
+        """Speak the wire protocol directly: connect to the admin socket,
+        send `COMMAND\n`, read until EOF; returns the reply (str)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.admin_socket_path)
+            s.sendall(command.encode() + b"\n")
+            out = b""
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    return out.decode("utf-8", errors="replace")
+                out += data
+
+    def show_backends(self):
+        """`show backends` (through `postern -a`) parsed: a list of dicts,
+        one per backend and protocol (backend=, proto=, state=, admin=,
+        health=, sessions=, checks=, check_failures=, passive_failures=,
+        transitions=)."""
+        out = self.admin_ok("show backends")
+        rows = [parse_logfmt(l) for l in out.splitlines() if l.strip()]
+        return rows
+
+    def backend_row(self, backend, proto, rows=None):
+        rows = self.show_backends() if rows is None else rows
+        found = [r for r in rows if r.get("backend") == backend and
+                 r.get("proto") == proto]
+        assert len(found) == 1, (backend, proto, rows)
+        return found[0]
+
+    def wait_backends(self, predicate, timeout=10, what="condition"):
+        """Poll `show backends` until predicate(rows) is true; returns the
+        rows."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.show_backends()
+            if predicate(rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError("show backends: no %s within %ss:\n%s"
+                                     % (what, timeout, "\n".join(
+                                         " ".join("%s=%s" % kv
+                                                  for kv in r.items())
+                                         for r in rows)))
+            time.sleep(0.1)
 
     def signal(self, sig):
         self.proc.send_signal(sig)
