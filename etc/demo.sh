@@ -171,6 +171,7 @@ Try, from another terminal:
       --mail-from demo@localhost --mail-rcpt demo@localhost -T -
   curl --cacert $d/server.pem 'imaps://localhost:9993/INBOX' -X 'FETCH 1:* ENVELOPE' -u demo:demo
   openssl s_client -quiet -connect 127.0.0.1:9993     (then: a LOGIN demo demo)
+  ./postern -c etc/postern.conf -a 'show backends'     (the admin interface)
 
 Ctrl-C stops Postern, the demo Dovecot and the demo Postfix.
 
