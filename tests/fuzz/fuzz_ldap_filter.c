@@ -184,6 +184,9 @@ static size_t structure(const char *s, char *st)
 	return n;
 }
 
+/* The client address %r expands to. */
+#define CLIENT "2001:db8::1"
+
 /* Expand into a buffer of exactly the size asked for. */
 static long expand_sized(const char *tmpl, const char *login, size_t size,
                          char **outp)
@@ -192,7 +195,7 @@ static long expand_sized(const char *tmpl, const char *login, size_t size,
 	long r;
 
 	CHECK(out != NULL);
-	r = ldap_expand_filter(tmpl, login, "192.0.2.1", size > 0 ? out : NULL, size);
+	r = ldap_expand_filter(tmpl, login, CLIENT, size > 0 ? out : NULL, size);
 	CHECK(r == -1 || (r >= 0 && (size_t)r < size));
 	if (r == -1 && size > 0)
 		CHECK(out[0] == '\0');
@@ -213,8 +216,11 @@ static void fuzz_template(const char *tmpl, const char *login)
 	}
 	for (i = 0; i < tl; i++)
 		pct += tmpl[i] == '%';
-	/* every placeholder grows by at most 3 bytes per login byte */
-	r = expand_sized(tmpl, login, tl + pct * 3 * ll + 1, &out);
+	/* every placeholder grows by at most 3 bytes per byte of its value:
+	 * the login or the client address */
+	r = expand_sized(tmpl, login,
+	                 tl + pct * 3 * (ll > strlen(CLIENT) ? ll : strlen(CLIENT)) + 1,
+	                 &out);
 	CHECK((r == -1) == (err != NULL));
 	if (r < 0) {
 		free(out);
