@@ -128,8 +128,8 @@ struct session {
 	unsigned client_eof : 1, backend_eof : 1;
 	unsigned close_on_drain : 1;
 	unsigned fail_pending : 1; /* timer runs the failure delay */
-	unsigned retried : 1;      /* a dead warm connection was replaced, or
-	                              the login moved to the next choice */
+	unsigned retried : 1;      /* a dead warm connection was replaced */
+	unsigned rerouted : 1;     /* the login moved to the next choice */
 	unsigned cache_keyed : 1;  /* IMAP session cache: cache_key is set */
 	enum auth_result fail_result;
 	const char *close_reason;

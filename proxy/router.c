@@ -59,7 +59,10 @@ static bool eligible(const struct config *c, const struct pool *p, unsigned i,
 {
 	const struct backend *b = &c->backends[p->members[i]];
 
-	return b != avoid && bstate_avail(b, proto) == want;
+	/* A pool named by a user's mailbox host may hold members without
+	 * this protocol's port (a listener's pool may not). */
+	return b != avoid && b->addr[proto].len &&
+	       bstate_avail(b, proto) == want;
 }
 
 static const struct backend *by_hash(const struct config *c,

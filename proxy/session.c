@@ -664,7 +664,7 @@ static bool reroute(struct session *s, const char *quoted)
 	    !(next = router_pick(s->cfg, s->lc, s->hint, s->creds->user, failed,
 	                         &why)))
 		return false;
-	s->retried = 1;
+	s->rerouted = 1;
 	log_event(LOG_LVL_WARN, s->id, "route",
 	          "user=%s backend=%s result=retry failed=%s reason=%s", s->user,
 	          next->name, failed->name, quoted);
@@ -708,7 +708,7 @@ static void upstream_done(struct upstream *u, enum auth_result r,
 	}
 	if (fault) {
 		passive_failure(s, q);
-		if (!s->retried && reroute(s, q))
+		if (!s->rerouted && reroute(s, q))
 			return;
 	}
 	auth_failed(s, r);
@@ -736,6 +736,8 @@ void session_verdict(struct session *s, enum auth_result r, const char *host,
 	free(s->hint); /* a second login on this connection */
 	free(s->dyn_backend);
 	s->dyn_backend = NULL;
+	s->backend = NULL;
+	s->retried = s->rerouted = 0;
 	s->hint = host && host[0] ? strdup(host) : NULL;
 	b = router_pick(s->cfg, s->lc, host, who, NULL, &why);
 	if (!b && host && host[0] && config_backend_index(s->cfg, host) < 0 &&

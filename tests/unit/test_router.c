@@ -17,7 +17,11 @@
 #include "bstate.h"
 #include "router.h"
 
-static struct backend be[3] = {{.name = "a"}, {.name = "b"}, {.name = "c"}};
+/* Each with an IMAP port: pools pass over members without the port. */
+#define WITH_IMAP .addr = {[PROTO_IMAP] = {.len = 16}}
+static struct backend be[3] = {{.name = "a", WITH_IMAP},
+                               {.name = "b", WITH_IMAP},
+                               {.name = "c", WITH_IMAP}};
 static unsigned all3[] = {0, 1, 2}, two[] = {0, 1}, w1[] = {1, 1, 1};
 static unsigned rr3, rr2;
 static struct pool pools[2] = {
@@ -91,6 +95,7 @@ static void test_dynamic_backend(void **state)
 	lc.directory_type = DIRECTORY_FILE;
 	assert_null(router_dynamic(&lc, &lback_a, "10.1.2.3", "u", &why));
 	memset(&be[0].addr, 0, sizeof(be[0].addr));
+	be[0].addr[PROTO_IMAP].len = 16;
 	be[0].trusted = false;
 }
 
@@ -146,7 +151,7 @@ static int setup_states(void **state)
 	for (int i = 0; i < 3; i++) {
 		be[i].rt = bstate_get(be[i].name);
 		be[i].state = BACKEND_UP;
-		be[i].addr[PROTO_IMAP].len = 0;
+		be[i].addr[PROTO_IMAP].len = 16;
 		bstate_set_admin(be[i].rt, BACKEND_UP);
 		bstate_record(be[i].rt, PROTO_IMAP, true, false, &h);
 	}
@@ -276,6 +281,20 @@ static void test_named_backend_states(void **state)
 	be[2].state = BACKEND_UP;
 }
 
+/* A member without the listener protocol's port is never chosen. */
+static void test_member_without_port(void **state)
+{
+	char user[32];
+
+	(void)state;
+	be[2].addr[PROTO_IMAP].len = 0;
+	for (int i = 0; i < 300; i++) {
+		snprintf(user, sizeof(user), "np%d", i);
+		assert_ptr_not_equal(PICK(&cfg, &lpool, "p3", user), &be[2]);
+	}
+	be[2].addr[PROTO_IMAP].len = 16;
+}
+
 /* least_conn: fewest sessions per weight; ties by the user's hash. */
 static void test_least_conn(void **state)
 {
@@ -349,6 +368,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_avoid_gives_next_choice, setup_states),
 	    cmocka_unit_test_setup(test_all_down_or_drained, setup_states),
 	    cmocka_unit_test_setup(test_named_backend_states, setup_states),
+	    cmocka_unit_test_setup(test_member_without_port, setup_states),
 	    cmocka_unit_test_setup(test_least_conn, setup_states),
 	    cmocka_unit_test_setup(test_round_robin, setup_states),
 	};
