@@ -12,6 +12,7 @@
 #include "control.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -54,11 +56,22 @@ static struct {
 	ev_io admin_io;
 	int admin_fd;
 	char *admin_path;
+	bool admin_paused; /* accept ran out of descriptors */
 	struct config *cfg; /* the snapshot the checks were planned from */
 	struct check *checks;
 } ctl = {.admin_fd = -1};
 
 /* ---- health checks ---- */
+
+static void drop_check(struct check *c)
+{
+	for (struct check **pp = &ctl.checks; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			free(c);
+			return;
+		}
+}
 
 static void finish(struct check *c, bool ok, const char *detail)
 {
@@ -86,6 +99,8 @@ static void finish(struct check *c, bool ok, const char *detail)
 	config_unref(c->cfg);
 	c->cfg = NULL;
 	c->b = NULL;
+	if (!c->planned)
+		drop_check(c); /* its backend left the configuration meanwhile */
 }
 
 static void check_done(struct upstream *u, enum auth_result r,
@@ -187,6 +202,10 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	(void)t;
 	(void)revents;
 	sync_config(now);
+	if (ctl.admin_paused) {
+		ctl.admin_paused = false;
+		ev_io_start(loop, &ctl.admin_io);
+	}
 	if (!ctl.cfg)
 		return;
 	for (struct check *c = ctl.checks; c; c = c->next)
@@ -221,28 +240,50 @@ static void admin_reply(int fd, const char *line)
 	          "command=%s result=%s", q, rc ? "error" : "ok");
 }
 
-/* One line, with a short timeout: the socket is the operator's own. */
-static void admin_cb(struct ev_loop *loop, ev_io *io, int revents)
+/* Read one command line within ADMIN_IO_TIMEOUT in all (a client that
+ * trickles bytes cannot hold the control loop longer). */
+static size_t admin_read(int fd, char *line, size_t size)
 {
-	struct timeval tv = {.tv_sec = ADMIN_IO_TIMEOUT};
-	char line[ADMIN_LINE_MAX] = "";
+	struct timespec t0, t;
 	size_t len = 0;
-	int fd = accept4(io->fd, NULL, NULL, SOCK_CLOEXEC);
 
-	(void)loop;
-	(void)revents;
-	if (fd < 0)
-		return;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	while (len < sizeof(line) - 1 && !memchr(line, '\n', len)) {
-		ssize_t n = recv(fd, line + len, sizeof(line) - 1 - len, 0);
-		if (n <= 0)
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (len < size - 1 && !memchr(line, '\n', len)) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		long left;
+		ssize_t n;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		left = ADMIN_IO_TIMEOUT * 1000L - (t.tv_sec - t0.tv_sec) * 1000L -
+		       (t.tv_nsec - t0.tv_nsec) / 1000000L;
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
+		if ((n = recv(fd, line + len, size - 1 - len, MSG_DONTWAIT)) <= 0)
 			break;
 		len += (size_t)n;
 	}
 	line[len] = '\0';
 	line[strcspn(line, "\r\n")] = '\0';
+	return len;
+}
+
+static void admin_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct timeval tv = {.tv_sec = ADMIN_IO_TIMEOUT};
+	char line[ADMIN_LINE_MAX] = "";
+	int fd = accept4(io->fd, NULL, NULL, SOCK_CLOEXEC);
+
+	(void)revents;
+	if (fd < 0) {
+		/* Out of descriptors: the socket stays readable; look again on
+		 * a later tick instead of spinning. */
+		if (errno == EMFILE || errno == ENFILE) {
+			ev_io_stop(loop, io);
+			ctl.admin_paused = true;
+		}
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	admin_read(fd, line, sizeof(line));
 	sync_config(ev_now(ctl.loop)); /* answer from the newest snapshot */
 	admin_reply(fd, line);
 	close(fd);
