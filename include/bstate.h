@@ -30,9 +30,10 @@ enum backend_admin bstate_admin(const struct backend *b);
 enum bs_health bstate_health(const struct backend *b, enum proto p);
 enum bs_avail bstate_avail(const struct backend *b, enum proto p);
 
-/* The admin interface's state for st; a reload drops every override. */
+/* The admin interface's state for st; a reload drops every override
+ * (returns how many there were). */
 void bstate_set_admin(struct bstate *st, enum backend_admin a);
-void bstate_reset_admin_all(void);
+unsigned bstate_reset_admin_all(void);
 
 /*
  * One check's outcome (passive: a login that could not reach the backend).

@@ -75,12 +75,16 @@ void bstate_set_admin(struct bstate *st, enum backend_admin a)
 	__atomic_store_n(&st->admin, (int)a, __ATOMIC_RELAXED);
 }
 
-void bstate_reset_admin_all(void)
+unsigned bstate_reset_admin_all(void)
 {
+	unsigned n = 0;
+
 	pthread_mutex_lock(&lock);
 	for (struct bstate *st = states; st; st = st->next)
-		__atomic_store_n(&st->admin, ADMIN_AS_CONFIGURED, __ATOMIC_RELAXED);
+		n += __atomic_exchange_n(&st->admin, ADMIN_AS_CONFIGURED,
+		                         __ATOMIC_RELAXED) != ADMIN_AS_CONFIGURED;
 	pthread_mutex_unlock(&lock);
+	return n;
 }
 
 /* Under lock: the health this run of results asks for, or -1: unchanged. */

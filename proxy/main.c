@@ -86,9 +86,11 @@ static void reload(const char *path)
 		log_setup(c->log_level, c->log_syslog);
 		config_set_current(c);
 		directory_cache_flush(); /* users or passwords may have changed */
-		bstate_reset_admin_all(); /* backend.state says again */
 		smtp_probe_kick();       /* submission backends may have changed */
-		log_event(LOG_LVL_INFO, 0, "reload", "result=ok users=%zu", c->users.n);
+		/* backend.state says again; the admin interface's word is gone */
+		log_event(LOG_LVL_INFO, 0, "reload",
+		          "result=ok users=%zu admin_overrides_dropped=%u",
+		          c->users.n, bstate_reset_admin_all());
 	}
 	config_unref(c);
 	config_unref(old);

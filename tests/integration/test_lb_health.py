@@ -497,6 +497,7 @@ def _reload(p):
     p.signal(signal.SIGHUP)
     ev = p.wait_event(since=mark, event="reload")
     assert ev["result"] == "ok", p.log_since(mark)
+    return ev
 
 
 def test_reload_sets_admin_state_from_config(lb_pool, postern_factory,
@@ -509,7 +510,7 @@ def test_reload_sets_admin_state_from_config(lb_pool, postern_factory,
     # an admin drain is forgotten by a reload of a config saying "up"
     p.admin_ok("drain %s" % x)
     assert login_backend(p, movers[1]) != x
-    _reload(p)
+    assert _reload(p)["admin_overrides_dropped"] == "1"
     assert p.backend_row(x, "imap")["admin"] == "up"
     assert login_backend(p, movers[1]) == x
 
