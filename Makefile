@@ -57,7 +57,10 @@ build/unit-asan/test_%: tests/unit/test_%.c $(PURE:%=build/asan/%.o) $(HDRS) | b
 build/unit/test_sesscache: build/obj/sesscache.o
 build/unit-asan/test_sesscache: build/asan/sesscache.o
 
-build/obj build/asan build/unit build/unit-asan:
+build/bench/micro: tests/bench/micro.c $(PURE:%=build/obj/%.o) $(HDRS) | build/bench
+	$(CC) $(ALLCFLAGS) $(CPPFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+
+build/obj build/asan build/unit build/unit-asan build/bench:
 	mkdir -p $@
 
 # Unit tests run twice: optimised, and under ASan+UBSan.
@@ -87,7 +90,8 @@ demo: deps
 	@./etc/demo.sh
 
 bench: deps
-	$(MAKE) all
+	$(MAKE) all build/bench/micro
+	./build/bench/micro
 	$(PYTHON) tests/bench/run.py
 	$(PYTHON) tests/bench/smtp_ldap.py
 	$(PYTHON) tests/bench/failover.py
